@@ -1,0 +1,19 @@
+# One image for every process of the system; docker-compose.yml picks the command.
+FROM python:3.11-slim
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PYTHONPATH=/app \
+    DATA_DIR=/data
+
+WORKDIR /app
+RUN useradd --create-home --uid 10001 app && mkdir -p /data && chown app /data
+
+COPY requirements/ requirements/
+RUN pip install --no-cache-dir -r requirements/base.txt
+
+COPY --chown=app . .
+USER app
+
+EXPOSE 8088 8089 5555 9108
+CMD ["gunicorn", "-c", "gunicorn.conf.py", "--bind", "0.0.0.0:8088", "wsgi:auth_app"]

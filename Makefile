@@ -1,0 +1,57 @@
+# One entry point for set-up, running and testing. `make run` and `make test` install
+# whatever is missing (Python venv, PostgreSQL, RabbitMQ, Kafka) and start the servers.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+export PATH := $(CURDIR)/$(BIN):$(PATH)
+export PYTHONPATH := $(CURDIR)
+
+.PHONY: help install services migrate keys run test test-unit test-integration test-e2e lint bench down clean
+
+help:
+	@echo "make run     start servers and every process of the system (Ctrl-C stops them)"
+	@echo "make test    start servers and run the whole test suite"
+	@echo "make bench   run the benchmarks (results in bench/results/)"
+	@echo "make lint    ruff"
+	@echo "make down    stop PostgreSQL, RabbitMQ and Kafka started by services/up.sh"
+
+$(BIN)/.installed: requirements/base.txt requirements/dev.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -r requirements/dev.txt
+	touch $@
+
+install: $(BIN)/.installed
+
+services: install
+	PYTHON=$(BIN)/python bash services/up.sh
+
+migrate: services
+	$(BIN)/flask --app auth_api db upgrade
+	$(BIN)/flask --app query_api db upgrade
+
+keys: install
+	$(BIN)/python -m auth_api.keygen
+
+run: migrate keys
+	exec $(BIN)/honcho start --procfile Procfile
+
+test: migrate keys
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest
+
+test-unit: install
+	$(BIN)/python -m pytest tests/unit
+
+lint: install
+	$(BIN)/ruff check .
+
+bench: migrate keys
+	$(BIN)/python -m bench.run_all
+
+down:
+	bash services/down.sh
+
+clean: down
+	rm -rf .data $(VENV)

@@ -1,0 +1,55 @@
+"""Request and response bodies of the write API: one source for validation and OpenAPI."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, EmailStr, Field, field_validator
+
+from auth_api.passwords import password_problem
+
+
+class _Body(BaseModel):
+    # Extra fields are an error: a typo must not be silently ignored.
+    model_config = ConfigDict(extra="forbid", strict=True, str_strip_whitespace=False)
+
+
+class RegisterRequest(_Body):
+    email: EmailStr = Field(max_length=254, examples=["ada@example.com"])
+    password: str = Field(min_length=8, max_length=128, examples=["correct horse battery"])
+
+    @field_validator("password")
+    @classmethod
+    def _strong(cls, value: str) -> str:
+        problem = password_problem(value)
+        if problem:
+            raise ValueError(problem)
+        return value
+
+
+class LoginRequest(_Body):
+    email: str = Field(min_length=1, max_length=254, examples=["ada@example.com"])
+    password: str = Field(min_length=1, max_length=128, examples=["correct horse battery"])
+
+
+class RefreshRequest(_Body):
+    pass
+
+
+class RegisterResponse(BaseModel):
+    id: str
+    event_id: str
+    message: str = "User registered successfully"
+
+
+class LoginResponse(BaseModel):
+    token: str = Field(description="The access token (kept for older clients).")
+    access_token: str
+    refresh_token: str
+    token_type: str = "Bearer"
+    expires_in: int
+    event_id: str
+
+
+class RefreshResponse(BaseModel):
+    access_token: str
+    token_type: str = "Bearer"
+    expires_in: int

@@ -1,0 +1,30 @@
+"""The user-events contract: the only place that builds or parses events.
+
+Events travel on the Kafka topic ``user-events`` keyed by user id, as CloudEvents 1.0
+JSON envelopes. ``sequence`` is the user's aggregate version. New fields are added only
+as optional ones (parsers ignore what they do not know); a breaking change is a new type.
+"""
+
+from event_contract.envelope import (
+    CONTENT_TYPE,
+    EVENT_TYPES,
+    SPEC_VERSION,
+    TOPIC,
+    Event,
+    InvalidEvent,
+    new_event,
+    parse_event,
+    serialize_event,
+)
+
+__all__ = [
+    "CONTENT_TYPE",
+    "EVENT_TYPES",
+    "SPEC_VERSION",
+    "TOPIC",
+    "Event",
+    "InvalidEvent",
+    "new_event",
+    "parse_event",
+    "serialize_event",
+]

@@ -1,0 +1,176 @@
+"""CloudEvents 1.0 envelope and the data schema of each user event type."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+TOPIC = "user-events"
+SPEC_VERSION = "1.0"
+CONTENT_TYPE = "application/json"
+DEFAULT_SOURCE = "/auth_api"
+
+
+class InvalidEvent(ValueError):
+    """Raised for bytes that are not a valid event of a known type (a poison event)."""
+
+
+class _Data(BaseModel):
+    # Unknown fields are ignored: producers may add optional fields without a new type.
+    model_config = ConfigDict(extra="ignore", strict=True, frozen=True)
+
+
+class UserRegistered(_Data):
+    email: str = Field(min_length=3, max_length=320)
+    roles: list[str] = Field(default_factory=lambda: ["user"])
+
+
+class UserLoggedIn(_Data):
+    email: str = Field(min_length=3, max_length=320)
+    ip: str | None = Field(default=None, max_length=64)
+    user_agent: str | None = Field(default=None, max_length=512)
+
+
+class UserLoginFailed(_Data):
+    email: str = Field(min_length=3, max_length=320)
+    ip: str | None = Field(default=None, max_length=64)
+    user_agent: str | None = Field(default=None, max_length=512)
+    reason: str = Field(min_length=1, max_length=64)
+
+
+class UserRoleGranted(_Data):
+    role: str = Field(min_length=1, max_length=64)
+    # The whole role set after the change, so the last event by version wins.
+    roles: list[str]
+
+
+class UserRoleRevoked(_Data):
+    role: str = Field(min_length=1, max_length=64)
+    roles: list[str]
+
+
+EVENT_TYPES: dict[str, type[_Data]] = {
+    "UserRegistered": UserRegistered,
+    "UserLoggedIn": UserLoggedIn,
+    "UserLoginFailed": UserLoginFailed,
+    "UserRoleGranted": UserRoleGranted,
+    "UserRoleRevoked": UserRoleRevoked,
+}
+
+
+class _Envelope(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    specversion: Literal["1.0"]
+    id: uuid.UUID
+    type: str
+    source: str = Field(min_length=1)
+    subject: uuid.UUID
+    time: datetime
+    sequence: int = Field(ge=1, strict=True)
+    datacontenttype: Literal["application/json"] = CONTENT_TYPE
+    data: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """A validated user event. ``data`` holds the type's fields as plain JSON values."""
+
+    id: uuid.UUID
+    type: str
+    subject: uuid.UUID
+    sequence: int
+    time: datetime
+    data: dict[str, Any]
+    source: str = DEFAULT_SOURCE
+
+    @property
+    def user_id(self) -> uuid.UUID:
+        return self.subject
+
+    def to_cloudevent(self) -> dict[str, Any]:
+        return {
+            "specversion": SPEC_VERSION,
+            "id": str(self.id),
+            "type": self.type,
+            "source": self.source,
+            "subject": str(self.subject),
+            "time": self.time.isoformat().replace("+00:00", "Z"),
+            "sequence": self.sequence,
+            "datacontenttype": CONTENT_TYPE,
+            "data": self.data,
+        }
+
+
+def _validated_data(event_type: str, data: dict[str, Any]) -> dict[str, Any]:
+    schema = EVENT_TYPES.get(event_type)
+    if schema is None:
+        raise InvalidEvent(f"unknown event type {event_type!r}")
+    try:
+        return schema.model_validate(data).model_dump(mode="json")
+    except ValidationError as exc:
+        raise InvalidEvent(f"invalid {event_type} data: {_summary(exc)}") from exc
+
+
+def new_event(
+    event_type: str,
+    subject: uuid.UUID,
+    sequence: int,
+    data: dict[str, Any],
+    *,
+    time: datetime | None = None,
+    event_id: uuid.UUID | None = None,
+    source: str = DEFAULT_SOURCE,
+) -> Event:
+    """Build a new event; raises InvalidEvent if the data does not fit the type."""
+    if sequence < 1:
+        raise InvalidEvent("sequence must be >= 1")
+    return Event(
+        id=event_id or uuid.uuid4(),
+        type=event_type,
+        subject=subject,
+        sequence=sequence,
+        time=(time or datetime.now(UTC)).astimezone(UTC),
+        data=_validated_data(event_type, data),
+        source=source,
+    )
+
+
+def serialize_event(event: Event) -> bytes:
+    return json.dumps(event.to_cloudevent(), separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def parse_event(raw: bytes | str) -> Event:
+    """Parse and validate one envelope; raises InvalidEvent for anything else."""
+    try:
+        document = json.loads(raw)
+    except (ValueError, TypeError) as exc:  # UnicodeDecodeError is a ValueError
+        raise InvalidEvent(f"not JSON: {exc}") from exc
+    if not isinstance(document, dict):
+        raise InvalidEvent("envelope is not a JSON object")
+    try:
+        envelope = _Envelope.model_validate(document)
+    except ValidationError as exc:
+        raise InvalidEvent(f"invalid envelope: {_summary(exc)}") from exc
+    if envelope.time.tzinfo is None:
+        raise InvalidEvent("invalid envelope: time has no offset")
+    return Event(
+        id=envelope.id,
+        type=envelope.type,
+        subject=envelope.subject,
+        sequence=envelope.sequence,
+        time=envelope.time.astimezone(UTC),
+        data=_validated_data(envelope.type, envelope.data),
+        source=envelope.source,
+    )
+
+
+def _summary(exc: ValidationError) -> str:
+    return "; ".join(
+        f"{'.'.join(str(p) for p in err['loc']) or '<root>'}: {err['msg']}" for err in exc.errors()
+    )

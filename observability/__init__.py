@@ -1,0 +1,1 @@
+"""Logs, correlation ids and metrics shared by every process."""

@@ -1,0 +1,149 @@
+"""Relaying the outbox to Kafka: one relay at a time, in id order, nothing unconfirmed marked.
+
+Rows are selected as "not yet published", never as "after the last id sent": ids come
+from a sequence and a row with a smaller id may commit after a larger one.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from confluent_kafka import KafkaError, Message, Producer
+from sqlalchemy import Engine, text
+
+log = logging.getLogger(__name__)
+
+# pg advisory lock key of the relay ("outbox" in ASCII); other relays skip while it is held.
+RELAY_LOCK_KEY = 0x6F7574626F78
+
+
+@dataclass(frozen=True)
+class RelayResult:
+    published: int = 0
+    locked_out: bool = False  # another relay holds the lock
+    failed: int = 0  # rows Kafka did not acknowledge; they stay unpublished
+    more_pending: bool = False  # stopped on the time budget with rows left
+
+
+def kafka_producer(bootstrap: str, delivery_timeout_ms: int, **overrides: Any) -> Producer:
+    config: dict[str, Any] = {
+        "bootstrap.servers": bootstrap,
+        "client.id": "outbox-relay",
+        "enable.idempotence": True,  # no duplicates or reordering from producer retries
+        "acks": "all",
+        "linger.ms": 5,
+        "compression.type": "lz4",
+        "partitioner": "murmur2_random",  # same key -> partition mapping as Java clients
+        "message.timeout.ms": delivery_timeout_ms,
+        "queue.buffering.max.messages": 200000,
+        "logger": log,  # librdkafka's own lines go through logging, as JSON
+    }
+    config.update(overrides)
+    return Producer(config)
+
+
+def relay_outbox(
+    engine: Engine,
+    producer: Producer,
+    topic: str,
+    *,
+    batch_size: int = 1000,
+    max_seconds: float = 5.0,
+    delivery_timeout_s: float = 10.0,
+) -> RelayResult:
+    """Publish unpublished rows batch by batch until none are left or time runs out."""
+    deadline = time.monotonic() + max_seconds
+    published = 0
+    while True:
+        with engine.begin() as conn:
+            # A transaction-scoped lock: released by commit, rollback or a dead connection.
+            if not conn.execute(
+                text("SELECT pg_try_advisory_xact_lock(:key)"), {"key": RELAY_LOCK_KEY}
+            ).scalar():
+                return RelayResult(published=published, locked_out=True)
+            rows = conn.execute(
+                text(
+                    "SELECT id, aggregate_id, payload, headers, event_type FROM outbox"
+                    " WHERE published_at IS NULL ORDER BY id LIMIT :limit"
+                ),
+                {"limit": batch_size},
+            ).all()
+            if not rows:
+                return RelayResult(published=published)
+            delivered = _produce_and_wait(producer, topic, rows, delivery_timeout_s)
+            if delivered:
+                conn.execute(
+                    text("UPDATE outbox SET published_at = now() WHERE id = ANY(:ids)"),
+                    {"ids": delivered},
+                )
+            published += len(delivered)
+        failed = len(rows) - len(delivered)
+        if failed:
+            return RelayResult(published=published, failed=failed)
+        if len(rows) < batch_size:
+            return RelayResult(published=published)
+        if time.monotonic() >= deadline:
+            return RelayResult(published=published, more_pending=True)
+
+
+def _produce_and_wait(producer: Producer, topic: str, rows: list[Any], timeout_s: float) -> list[int]:
+    """Produce every row and wait for every delivery report; return the acknowledged ids."""
+    delivered: list[int] = []
+    errors: list[str] = []
+
+    def report(row_id: int) -> Any:
+        def on_delivery(err: KafkaError | None, _msg: Message) -> None:
+            if err is None:
+                delivered.append(row_id)
+            else:
+                errors.append(str(err))
+
+        return on_delivery
+
+    for row in rows:
+        headers = [("content-type", b"application/cloudevents+json"), ("ce_type", row.event_type.encode())]
+        request_id = (row.headers or {}).get("request_id")
+        if request_id:
+            headers.append(("request_id", request_id.encode()))
+        while True:
+            try:
+                producer.produce(
+                    topic,
+                    key=str(row.aggregate_id).encode(),
+                    value=bytes(row.payload),
+                    headers=headers,
+                    on_delivery=report(row.id),
+                )
+                break
+            except BufferError:  # local queue full: serve callbacks to make room
+                producer.poll(0.05)
+    # message.timeout.ms < timeout_s, so every message gets a report before this returns.
+    remaining = producer.flush(timeout_s)
+    if remaining or errors:
+        log.warning(
+            "relay: %d of %d rows not acknowledged by Kafka",
+            len(rows) - len(delivered),
+            len(rows),
+            extra={"kafka_errors": sorted(set(errors))[:5], "undelivered_in_queue": remaining},
+        )
+    return delivered
+
+
+def purge_published(engine: Engine, retention_seconds: int, chunk: int = 10000) -> int:
+    """Delete rows published longer ago than the retention, in chunks; return the count."""
+    deleted = 0
+    while True:
+        with engine.begin() as conn:
+            count = conn.execute(
+                text(
+                    "DELETE FROM outbox WHERE id IN (SELECT id FROM outbox"
+                    " WHERE published_at < now() - make_interval(secs => :secs) LIMIT :chunk)"
+                ),
+                {"secs": retention_seconds, "chunk": chunk},
+            ).rowcount
+        deleted += count
+        if count < chunk:
+            return deleted

@@ -1,0 +1,1 @@
+"""The pipeline's second half: consumes ``user-events`` and hands batches to Celery."""

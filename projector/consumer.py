@@ -1,0 +1,243 @@
+"""Kafka consumer that hands event batches to Celery and commits only what is confirmed.
+
+Offsets are committed per partition (last offset + 1) only after RabbitMQ confirmed the
+task that carries those events. A crash before the commit means redelivery, never loss;
+the projection is idempotent, so redelivery changes nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
+
+from query_api.projections import Delivery
+from settings import Settings, load_settings
+
+log = logging.getLogger(__name__)
+
+Publish = Callable[[list[dict[str, Any]]], None]
+QueueDepth = Callable[[], int | None]
+
+
+def consumer_config(settings: Settings, **overrides: Any) -> dict[str, Any]:
+    config: dict[str, Any] = {
+        "bootstrap.servers": settings.kafka_bootstrap,
+        "group.id": settings.consumer_group,
+        "client.id": "projector",
+        "enable.auto.commit": False,
+        "enable.auto.offset.store": False,
+        "auto.offset.reset": "earliest",
+        # A dead projector's partitions move to a live one within seconds, not 45 s.
+        "session.timeout.ms": 10000,
+        "heartbeat.interval.ms": 2000,
+        "logger": log,  # librdkafka's own lines go through logging, as JSON
+    }
+    config.update(overrides)
+    return config
+
+
+@dataclass
+class Projector:
+    consumer: Consumer
+    topic: str
+    publish: Publish
+    queue_depth: QueueDepth = lambda: None
+    batch_size: int = 500
+    max_queued_tasks: int = 200
+    poll_timeout: float = 0.5
+    _paused: bool = False
+    _last_depth_check: float = 0.0
+    _pending: dict[tuple[str, int], int] = field(default_factory=dict)
+    batches_sent: int = 0
+    events_sent: int = 0
+    # Set once partitions are assigned; other threads must not call into the consumer.
+    assigned: threading.Event = field(default_factory=threading.Event)
+
+    def run(self, stop: threading.Event, *, idle_exit_after: float | None = None) -> None:
+        """Consume until ``stop`` is set (or, for tools, until idle for a while)."""
+        self.consumer.subscribe([self.topic], on_assign=self._on_assign, on_revoke=self._on_revoke)
+        log.info("projector: subscribed to %s", self.topic)
+        idle_since = time.monotonic()
+        try:
+            while not stop.is_set():
+                if self._apply_backpressure(stop):
+                    continue
+                batch = self._deliveries(self._next_messages())
+                if batch:
+                    self._hand_over(batch, stop)
+                    idle_since = time.monotonic()
+                elif idle_exit_after is not None and time.monotonic() - idle_since > idle_exit_after:
+                    break
+        finally:
+            # Everything handed over is committed by _hand_over; commit leftovers and leave
+            # the group cleanly so the partitions move at once.
+            self._commit_pending()
+            self.consumer.close()
+            log.info("projector: closed after %d batches, %d events", self.batches_sent, self.events_sent)
+
+    def _next_messages(self) -> list[Message]:
+        # Wait for the first message only; then take what is already fetched, without
+        # waiting for a full batch, so a lone event is not held back by batching.
+        first = self.consumer.poll(self.poll_timeout)
+        if first is None:
+            return []
+        return [first, *self.consumer.consume(self.batch_size - 1, 0)]
+
+    def _deliveries(self, messages: list[Message]) -> list[tuple[Message, Delivery]]:
+        batch = []
+        for message in messages:
+            error = message.error()
+            if error is not None:
+                if error.code() != KafkaError._PARTITION_EOF:
+                    log.warning("projector: consume error: %s", error)
+                continue
+            headers = dict(message.headers() or [])
+            request_id = headers.get("request_id")
+            source = f"{message.topic()}/{message.partition()}/{message.offset()}"
+            delivery = Delivery.from_bytes(
+                message.value(), source, request_id.decode("utf-8", "replace") if request_id else None
+            )
+            batch.append((message, delivery))
+        return batch
+
+    def _hand_over(self, batch: list[tuple[Message, Delivery]], stop: threading.Event) -> None:
+        payload = [delivery.to_dict() for _, delivery in batch]
+        delay = 0.2
+        while True:
+            try:
+                self.publish(payload)
+                break
+            except Exception as exc:  # broker down or nacked: keep the batch, retry
+                log.warning("projector: publish failed, retry in %.1f s: %s", delay, exc)
+                self._pause()
+                self._wait(delay)
+                delay = min(delay * 2, 5.0)
+                if stop.is_set() and delay >= 5.0:
+                    # Shutting down with the broker gone: leave uncommitted, to be redelivered.
+                    raise SystemExit(1) from exc
+        self._resume()
+        for message, _ in batch:
+            key = (message.topic(), message.partition())
+            self._pending[key] = max(self._pending.get(key, -1), message.offset() + 1)
+        self._commit_pending()
+        self.batches_sent += 1
+        self.events_sent += len(batch)
+
+    def _commit_pending(self) -> None:
+        if not self._pending:
+            return
+        offsets = [TopicPartition(t, p, o) for (t, p), o in self._pending.items()]
+        try:
+            self.consumer.commit(offsets=offsets, asynchronous=False)
+            self._pending.clear()
+        except KafkaException as exc:
+            # Lost the partition meanwhile: its next owner re-reads; harmless duplicates.
+            log.warning("projector: offset commit failed: %s", exc)
+            if exc.args and exc.args[0].code() in (
+                KafkaError.ILLEGAL_GENERATION,
+                KafkaError.UNKNOWN_MEMBER_ID,
+                KafkaError.REBALANCE_IN_PROGRESS,
+                KafkaError._NO_OFFSET,
+            ):
+                self._pending.clear()
+
+    def _apply_backpressure(self, stop: threading.Event) -> bool:
+        """Pause while the projections queue is too deep; keep polling to stay in the group."""
+        now = time.monotonic()
+        if now - self._last_depth_check < 1.0:
+            return self._paused
+        self._last_depth_check = now
+        depth = self.queue_depth()
+        if depth is None:
+            return False
+        if depth > self.max_queued_tasks and not self._paused:
+            log.info("projector: %d tasks queued, pausing", depth)
+            self._pause()
+        elif self._paused and depth <= self.max_queued_tasks // 2:
+            log.info("projector: %d tasks queued, resuming", depth)
+            self._resume()
+        if self._paused:
+            self._wait(0.5)
+        return self._paused
+
+    def _pause(self) -> None:
+        if not self._paused:
+            assignment = self.consumer.assignment()
+            if assignment:
+                self.consumer.pause(assignment)
+            self._paused = True
+
+    def _resume(self) -> None:
+        if self._paused:
+            assignment = self.consumer.assignment()
+            if assignment:
+                self.consumer.resume(assignment)
+            self._paused = False
+
+    def _wait(self, seconds: float) -> None:
+        # poll() on paused partitions returns nothing but serves heartbeats and rebalances.
+        deadline = time.monotonic() + seconds
+        while (left := deadline - time.monotonic()) > 0:
+            message = self.consumer.poll(min(left, 0.2))
+            if message is not None and message.error() is None:
+                # A message fetched before the pause took effect: seek back so it is re-read.
+                self.consumer.seek(TopicPartition(message.topic(), message.partition(), message.offset()))
+
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        log.info("projector: assigned %s", [p.partition for p in partitions])
+        self.assigned.set()
+        if self._paused and partitions:
+            consumer.pause(partitions)
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        log.info("projector: revoked %s", [p.partition for p in partitions])
+        self._commit_pending()
+
+
+def celery_publisher(queue: str | None = None) -> tuple[Publish, QueueDepth]:
+    """Publish to the projections queue with confirms, and read that queue's depth."""
+    from celery_config.app import PROJECT_TASK, PROJECTIONS_QUEUE, celery_app
+
+    queue = queue or PROJECTIONS_QUEUE
+
+    def publish(deliveries: list[dict[str, Any]]) -> None:
+        request_ids = sorted({d["request_id"] for d in deliveries if d.get("request_id")})
+        celery_app.send_task(
+            PROJECT_TASK,
+            args=[deliveries],
+            queue=queue,
+            routing_key=queue,
+            headers={"request_ids": request_ids[:100]},
+            retry=True,
+            retry_policy={"max_retries": 2, "interval_start": 0.2, "interval_step": 0.5, "interval_max": 1},
+        )
+
+    def queue_depth() -> int | None:
+        try:
+            with celery_app.connection_for_read() as conn:
+                declared = conn.default_channel.queue_declare(queue=queue, passive=True)
+                return int(declared.message_count)
+        except Exception as exc:  # the depth is advisory; publish errors are handled apart
+            log.debug("projector: queue depth unknown: %s", exc)
+            return None
+
+    return publish, queue_depth
+
+
+def build_projector(settings: Settings | None = None, **consumer_overrides: Any) -> Projector:
+    settings = settings or load_settings()
+    publish, queue_depth = celery_publisher()
+    return Projector(
+        consumer=Consumer(consumer_config(settings, **consumer_overrides)),
+        topic=settings.kafka_topic,
+        publish=publish,
+        queue_depth=queue_depth,
+        batch_size=settings.projector_batch_size,
+        max_queued_tasks=settings.projector_max_queued_tasks,
+    )

@@ -1,0 +1,93 @@
+"""The read model (``query_db``).
+
+Projected tables live in the schema ``read_model`` so a rebuild can fill a fresh schema
+and swap it in by renaming; ``dead_letters`` lives in ``public`` and survives rebuilds.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+from sqlalchemy import BigInteger, DateTime, Index, Integer, Text, func
+from sqlalchemy.dialects.postgresql import ARRAY, UUID
+from sqlalchemy.orm import Mapped, mapped_column
+
+from query_api.extensions import db
+
+READ_MODEL_SCHEMA = "read_model"
+
+
+class UserView(db.Model):
+    __tablename__ = "users"
+    __table_args__ = (
+        Index("ix_users_email", "email"),
+        {"schema": READ_MODEL_SCHEMA},
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
+    email: Mapped[str | None] = mapped_column(Text)
+    roles: Mapped[list[str]] = mapped_column(ARRAY(Text), nullable=False, server_default="{}")
+    # Version of the event that set ``roles``: the higher version wins whatever the order.
+    roles_version: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
+    registered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    last_login_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    last_failed_login_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    login_count: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
+    failed_login_count: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
+    version: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
+
+
+class LoginHistoryEntry(db.Model):
+    __tablename__ = "login_history"
+    __table_args__ = (
+        Index("ix_login_history_user_time", "user_id", "occurred_at", "event_id"),
+        {"schema": READ_MODEL_SCHEMA},
+    )
+
+    event_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
+    user_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), nullable=False)
+    email: Mapped[str] = mapped_column(Text, nullable=False)
+    outcome: Mapped[str] = mapped_column(Text, nullable=False)  # "success" | "failure"
+    reason: Mapped[str | None] = mapped_column(Text)
+    ip: Mapped[str | None] = mapped_column(Text)
+    user_agent: Mapped[str | None] = mapped_column(Text)
+    occurred_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+
+
+class ProcessedEvent(db.Model):
+    """One row per applied event, written in the transaction of its effect."""
+
+    __tablename__ = "processed_events"
+    __table_args__ = {"schema": READ_MODEL_SCHEMA}
+
+    event_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
+    event_type: Mapped[str] = mapped_column(Text, nullable=False)
+    occurred_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    processed_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), nullable=False, server_default=func.now()
+    )
+
+
+class DeadLetter(db.Model):
+    """An event that could not be applied, kept with its error for inspection and replay."""
+
+    __tablename__ = "dead_letters"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    # sha256 of the raw bytes: the same poison delivered again bumps ``attempts``.
+    fingerprint: Mapped[str] = mapped_column(Text, unique=True, nullable=False)
+    event_id: Mapped[str | None] = mapped_column(Text)
+    event_type: Mapped[str | None] = mapped_column(Text)
+    raw: Mapped[str] = mapped_column(Text, nullable=False)
+    raw_encoding: Mapped[str] = mapped_column(Text, nullable=False, server_default="utf-8")
+    error: Mapped[str] = mapped_column(Text, nullable=False)
+    source: Mapped[str | None] = mapped_column(Text)  # topic/partition/offset
+    attempts: Mapped[int] = mapped_column(Integer, nullable=False, server_default="1")
+    first_seen_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), nullable=False, server_default=func.now()
+    )
+    last_seen_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), nullable=False, server_default=func.now()
+    )
+    resolved_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

@@ -1,0 +1,49 @@
+"""Keyset pagination: opaque cursors and the ``limit`` parameter."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from dataclasses import dataclass
+from typing import Any
+
+from flask import request
+
+from web.problems import Problem
+
+DEFAULT_LIMIT = 50
+MAX_LIMIT = 200
+
+
+@dataclass(frozen=True)
+class Page:
+    items: list[Any]
+    next_item: Any | None
+
+    @property
+    def more(self) -> bool:
+        return self.next_item is not None
+
+
+def read_limit() -> int:
+    raw = request.args.get("limit")
+    if raw is None:
+        return DEFAULT_LIMIT
+    if not raw.isdigit() or not 1 <= int(raw) <= MAX_LIMIT:
+        raise Problem(422, "Unprocessable Content", f"limit must be an integer from 1 to {MAX_LIMIT}.")
+    return int(raw)
+
+
+def encode_cursor(*parts: str) -> str:
+    return base64.urlsafe_b64encode("|".join(parts).encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str, count: int) -> list[str]:
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        parts = base64.urlsafe_b64decode(padded.encode("ascii")).decode().split("|")
+    except (binascii.Error, UnicodeError, ValueError) as exc:
+        raise Problem(422, "Unprocessable Content", "Invalid cursor.") from exc
+    if len(parts) != count:
+        raise Problem(422, "Unprocessable Content", "Invalid cursor.")
+    return parts

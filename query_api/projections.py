@@ -1,0 +1,328 @@
+"""Applying user events to the read model, idempotently and order-independently.
+
+Every event's id goes into ``processed_events`` in the transaction of its effect; only a
+new id has an effect. Effects are commutative (counters, greatest timestamps, inserts
+keyed by event id) or guarded by the aggregate version, so any order and any number of
+deliveries converge to the read model of in-order, once-only application.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import logging
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import Connection, case, func, literal
+from sqlalchemy.dialects.postgresql import insert
+
+from event_contract import Event, InvalidEvent, parse_event
+from query_api.models import DeadLetter, LoginHistoryEntry, ProcessedEvent, UserView
+from query_api.transient import is_transient
+
+log = logging.getLogger(__name__)
+
+users = UserView.__table__
+login_history = LoginHistoryEntry.__table__
+processed_events = ProcessedEvent.__table__
+dead_letters = DeadLetter.__table__
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One Kafka record as the projector hands it over (JSON-safe for Celery)."""
+
+    value: str
+    encoding: str = "utf-8"  # or "base64" for bytes that are not UTF-8
+    source: str | None = None
+    request_id: str | None = None
+
+    @classmethod
+    def from_dict(cls, item: dict[str, Any]) -> Delivery:
+        return cls(
+            value=item["value"],
+            encoding=item.get("encoding", "utf-8"),
+            source=item.get("source"),
+            request_id=item.get("request_id"),
+        )
+
+    @classmethod
+    def from_bytes(
+        cls, raw: bytes | None, source: str | None = None, request_id: str | None = None
+    ) -> Delivery:
+        raw = raw or b""
+        try:
+            return cls(raw.decode("utf-8"), "utf-8", source, request_id)
+        except UnicodeDecodeError:
+            return cls(base64.b64encode(raw).decode("ascii"), "base64", source, request_id)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "value": self.value,
+            "encoding": self.encoding,
+            "source": self.source,
+            "request_id": self.request_id,
+        }
+
+    def raw(self) -> bytes:
+        if self.encoding == "base64":
+            return base64.b64decode(self.value)
+        return self.value.encode("utf-8")
+
+
+@dataclass
+class BatchReport:
+    applied: int = 0
+    duplicates: int = 0
+    dead_lettered: int = 0
+    applied_events: list[Event] = field(default_factory=list)
+
+
+# --- effects, one per event type -------------------------------------------------------
+
+
+def _upsert_user(
+    conn: Connection,
+    event: Event,
+    values: dict[str, Any],
+    updates: Callable[[Any], dict[str, Any]],
+) -> None:
+    """Insert the user's row or update it; ``updates`` builds the SET clause from the insert."""
+    stmt = insert(users).values(id=event.subject, version=event.sequence, **values)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=[users.c.id],
+        set_={"version": func.greatest(users.c.version, stmt.excluded.version), **updates(stmt)},
+    )
+    conn.execute(stmt)
+
+
+def _roles_guarded(stmt: Any) -> dict[str, Any]:
+    newer = stmt.excluded.roles_version > users.c.roles_version
+    return {
+        "roles": case((newer, stmt.excluded.roles), else_=users.c.roles),
+        "roles_version": func.greatest(users.c.roles_version, stmt.excluded.roles_version),
+    }
+
+
+def apply_user_registered(conn: Connection, event: Event) -> None:
+    def updates(stmt: Any) -> dict[str, Any]:
+        return {
+            "email": func.coalesce(users.c.email, stmt.excluded.email),
+            "registered_at": stmt.excluded.registered_at,
+            **_roles_guarded(stmt),
+        }
+
+    _upsert_user(
+        conn,
+        event,
+        {
+            "email": event.data["email"],
+            "registered_at": event.time,
+            "roles": event.data["roles"],
+            "roles_version": event.sequence,
+        },
+        updates,
+    )
+
+
+def _insert_login(conn: Connection, event: Event, outcome: str) -> None:
+    conn.execute(
+        insert(login_history)
+        .values(
+            event_id=event.id,
+            user_id=event.subject,
+            email=event.data["email"],
+            outcome=outcome,
+            reason=event.data.get("reason"),
+            ip=event.data.get("ip"),
+            user_agent=event.data.get("user_agent"),
+            occurred_at=event.time,
+        )
+        .on_conflict_do_nothing(index_elements=[login_history.c.event_id])
+    )
+
+
+def apply_user_logged_in(conn: Connection, event: Event) -> None:
+    def updates(stmt: Any) -> dict[str, Any]:
+        return {
+            "email": func.coalesce(users.c.email, stmt.excluded.email),
+            "login_count": users.c.login_count + 1,
+            "last_login_at": func.greatest(users.c.last_login_at, stmt.excluded.last_login_at),
+        }
+
+    # A login may arrive before its registration: the row is created and completed later.
+    _upsert_user(
+        conn,
+        event,
+        {"email": event.data["email"], "login_count": 1, "last_login_at": event.time},
+        updates,
+    )
+    _insert_login(conn, event, "success")
+
+
+def apply_user_login_failed(conn: Connection, event: Event) -> None:
+    def updates(stmt: Any) -> dict[str, Any]:
+        return {
+            "email": func.coalesce(users.c.email, stmt.excluded.email),
+            "failed_login_count": users.c.failed_login_count + 1,
+            "last_failed_login_at": func.greatest(
+                users.c.last_failed_login_at, stmt.excluded.last_failed_login_at
+            ),
+        }
+
+    _upsert_user(
+        conn,
+        event,
+        {"email": event.data["email"], "failed_login_count": 1, "last_failed_login_at": event.time},
+        updates,
+    )
+    _insert_login(conn, event, "failure")
+
+
+def apply_user_role_changed(conn: Connection, event: Event) -> None:
+    _upsert_user(
+        conn,
+        event,
+        {"roles": event.data["roles"], "roles_version": event.sequence},
+        _roles_guarded,
+    )
+
+
+HANDLERS: dict[str, Callable[[Connection, Event], None]] = {
+    "UserRegistered": apply_user_registered,
+    "UserLoggedIn": apply_user_logged_in,
+    "UserLoginFailed": apply_user_login_failed,
+    "UserRoleGranted": apply_user_role_changed,
+    "UserRoleRevoked": apply_user_role_changed,
+}
+
+
+# --- batches ----------------------------------------------------------------------------
+
+
+class BatchNeedsSplit(Exception):
+    """A non-transient database error inside a batch: apply event by event instead."""
+
+
+def parse_deliveries(
+    deliveries: Iterable[Delivery],
+) -> tuple[list[tuple[Delivery, Event]], list[tuple[Delivery, str]]]:
+    good: list[tuple[Delivery, Event]] = []
+    poison: list[tuple[Delivery, str]] = []
+    for delivery in deliveries:
+        try:
+            event = parse_event(delivery.raw())
+        except (InvalidEvent, ValueError) as exc:
+            poison.append((delivery, str(exc)))
+            continue
+        if event.type not in HANDLERS:
+            poison.append((delivery, f"no projection for event type {event.type!r}"))
+            continue
+        good.append((delivery, event))
+    # One lock order for every batch (user, then version): concurrent batches do not deadlock.
+    good.sort(key=lambda pair: (pair[1].subject, pair[1].sequence, pair[1].id))
+    return good, poison
+
+
+def claim_new(conn: Connection, events: list[Event]) -> set[Any]:
+    """Record the events as processed; return the ids that were not processed before."""
+    if not events:
+        return set()
+    rows = sorted(
+        {e.id: {"event_id": e.id, "event_type": e.type, "occurred_at": e.time} for e in events}.values(),
+        key=lambda row: row["event_id"],
+    )
+    result = conn.execute(
+        insert(processed_events)
+        .values(rows)
+        .on_conflict_do_nothing(index_elements=[processed_events.c.event_id])
+        .returning(processed_events.c.event_id)
+    )
+    return {row[0] for row in result}
+
+
+def apply_batch(conn: Connection, deliveries: list[Delivery]) -> BatchReport:
+    """Apply a batch in the caller's transaction: good events applied, poison dead-lettered."""
+    good, poison = parse_deliveries(deliveries)
+    report = BatchReport()
+    new_ids = claim_new(conn, [event for _, event in good])
+    for _, event in good:
+        if event.id in new_ids:
+            new_ids.discard(event.id)  # a duplicate inside the batch applies once
+            HANDLERS[event.type](conn, event)
+            report.applied += 1
+            report.applied_events.append(event)
+        else:
+            report.duplicates += 1
+    for delivery, error in poison:
+        record_dead_letter(conn, delivery, error)
+        report.dead_lettered += 1
+    return report
+
+
+def apply_one_by_one(conn: Connection, deliveries: list[Delivery]) -> BatchReport:
+    """The split path: each event in its own savepoint, so one bad event fails alone."""
+    good, poison = parse_deliveries(deliveries)
+    report = BatchReport()
+    for delivery, event in good:
+        savepoint = conn.begin_nested()
+        try:
+            if claim_new(conn, [event]):
+                HANDLERS[event.type](conn, event)
+                report.applied += 1
+                report.applied_events.append(event)
+            else:
+                report.duplicates += 1
+            savepoint.commit()
+        except Exception as exc:
+            savepoint.rollback()
+            if is_transient(exc):
+                raise
+            poison.append((delivery, f"{exc.__class__.__name__}: {exc}"[:2000]))
+    for delivery, error in poison:
+        record_dead_letter(conn, delivery, error)
+        report.dead_lettered += 1
+    return report
+
+
+def record_dead_letter(conn: Connection, delivery: Delivery, error: str) -> None:
+    raw = delivery.raw()
+    event_id, event_type = _best_effort_ids(raw)
+    stmt = insert(dead_letters).values(
+        fingerprint=hashlib.sha256(raw).hexdigest(),
+        event_id=event_id,
+        event_type=event_type,
+        raw=delivery.value,
+        raw_encoding=delivery.encoding,
+        error=error,
+        source=delivery.source,
+    )
+    conn.execute(
+        stmt.on_conflict_do_update(
+            index_elements=[dead_letters.c.fingerprint],
+            set_={
+                "attempts": dead_letters.c.attempts + 1,
+                "last_seen_at": func.now(),
+                "error": stmt.excluded.error,
+                "resolved_at": literal(None),
+            },
+        )
+    )
+    log.warning("dead-lettered an event: %s", error, extra={"event_id": event_id, "source": delivery.source})
+
+
+def _best_effort_ids(raw: bytes) -> tuple[str | None, str | None]:
+    try:
+        document = json.loads(raw)
+    except ValueError:
+        return None, None
+    if not isinstance(document, dict):
+        return None, None
+    event_id, event_type = document.get("id"), document.get("type")
+    return (
+        str(event_id)[:64] if event_id is not None else None,
+        str(event_type)[:64] if event_type is not None else None,
+    )

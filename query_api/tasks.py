@@ -1,0 +1,77 @@
+"""The projection task (queue ``projections``): a batch of events into ``query_db``."""
+
+from __future__ import annotations
+
+import logging
+import random
+from functools import cache
+from typing import Any
+
+from celery import Task
+from flask import Flask
+
+from celery_config.app import PROJECT_TASK, celery_app
+from query_api.projections import BatchReport, Delivery, apply_batch, apply_one_by_one
+from query_api.transient import is_transient
+
+log = logging.getLogger(__name__)
+MAX_BACKOFF_SECONDS = 30.0
+
+
+@cache
+def _query_app() -> Flask:
+    from query_api import create_app  # imported late: only projection processes need it
+
+    return create_app()
+
+
+def retry_delay(retries: int) -> float:
+    """Exponential backoff with full jitter, capped: 0.5 s, 1 s, 2 s ... 30 s."""
+    ceiling = min(MAX_BACKOFF_SECONDS, 0.5 * (2**retries))
+    return random.uniform(ceiling / 2, ceiling)
+
+
+@celery_app.task(name=PROJECT_TASK, bind=True, max_retries=None, ignore_result=True)
+def apply_events_task(self: Task, deliveries: list[dict[str, Any]]) -> dict[str, int]:
+    items = [Delivery.from_dict(item) for item in deliveries]
+    with _query_app().app_context():
+        from query_api.extensions import db
+
+        try:
+            report = _apply(db.engine, items)
+        except Exception as exc:
+            if not is_transient(exc):
+                raise
+            delay = retry_delay(self.request.retries)
+            log.warning(
+                "projection: transient database error, retry in %.1f s: %s",
+                delay,
+                exc.__class__.__name__,
+                extra={"retries": self.request.retries, "events": len(items)},
+            )
+            # retry() publishes the new message (confirmed) before this one is acked.
+            raise self.retry(countdown=delay, exc=exc) from exc
+    log.info(
+        "projection: applied %d, duplicates %d, dead-lettered %d",
+        report.applied,
+        report.duplicates,
+        report.dead_lettered,
+        extra={
+            "request_ids": sorted({i.request_id for i in items if i.request_id}),
+            "event_ids": [str(e.id) for e in report.applied_events][:50],
+        },
+    )
+    return {"applied": report.applied, "duplicates": report.duplicates, "dead_lettered": report.dead_lettered}
+
+
+def _apply(engine: Any, items: list[Delivery]) -> BatchReport:
+    try:
+        with engine.begin() as conn:
+            return apply_batch(conn, items)
+    except Exception as exc:
+        if is_transient(exc):
+            raise
+        # Something in the batch breaks the database: split it so only that event fails.
+        log.warning("projection: batch failed (%s), applying one by one", exc.__class__.__name__)
+    with engine.begin() as conn:
+        return apply_one_by_one(conn, items)

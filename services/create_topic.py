@@ -1,0 +1,181 @@
+#!/usr/bin/env python3
+"""Create the project's Kafka topic (idempotent) with confluent_kafka's AdminClient.
+
+    python services/create_topic.py [--bootstrap 127.0.0.1:9092] [--topic user-events]
+                                    [--partitions 6] [--timeout 60]
+
+Defaults come from the environment:
+  bootstrap   KAFKA_BOOTSTRAP_SERVERS, else KAFKA_BOOTSTRAP, else 127.0.0.1:${KAFKA_PORT:-9092}
+  topic       KAFKA_TOPIC (user-events)
+  partitions  KAFKA_PARTITIONS (6)
+Replication factor 1, retention.ms=-1 and retention.bytes=-1 (keep every event). An existing
+topic is fine (its retention settings are set again); if it has fewer partitions than asked
+for, partitions are added. Exits 0 once every partition has a leader, 1 on failure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka.admin import (
+    AdminClient,
+    AlterConfigOpType,
+    ConfigEntry,
+    ConfigResource,
+    NewPartitions,
+    NewTopic,
+    ResourceType,
+)
+
+TOPIC_CONFIG = {"retention.ms": "-1", "retention.bytes": "-1"}
+
+
+def log(msg: str) -> None:
+    print(f"[create_topic] {msg}", file=sys.stderr, flush=True)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    default_bootstrap = (
+        os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+        or os.environ.get("KAFKA_BOOTSTRAP")
+        or f"127.0.0.1:{os.environ.get('KAFKA_PORT', '9092')}"
+    )
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--bootstrap", default=default_bootstrap, help="bootstrap servers (%(default)s)")
+    p.add_argument(
+        "--topic", default=os.environ.get("KAFKA_TOPIC", "user-events"), help="topic (%(default)s)"
+    )
+    p.add_argument(
+        "--partitions",
+        type=int,
+        default=int(os.environ.get("KAFKA_PARTITIONS", "6")),
+        help="partitions (%(default)s)",
+    )
+    p.add_argument("--replication-factor", type=int, default=1, help="replication factor (%(default)s)")
+    p.add_argument("--timeout", type=float, default=60.0, help="overall deadline in seconds (%(default)s)")
+    args = p.parse_args(argv)
+    if args.partitions < 1:
+        p.error("--partitions must be >= 1")
+    return args
+
+
+def error_code(exc: BaseException) -> int | None:
+    if isinstance(exc, KafkaException) and exc.args and isinstance(exc.args[0], KafkaError):
+        return exc.args[0].code()
+    return None
+
+
+def topic_partitions(admin: AdminClient, topic: str, timeout: float) -> dict | None:
+    md = admin.list_topics(topic=topic, timeout=timeout)
+    tm = md.topics.get(topic)
+    if tm is None or tm.error is not None:
+        return None
+    return tm.partitions
+
+
+def ensure_config(admin: AdminClient, topic: str, timeout: float) -> None:
+    """Set TOPIC_CONFIG on an existing topic (incremental, other settings untouched)."""
+    res = ConfigResource(
+        ResourceType.TOPIC,
+        topic,
+        incremental_configs=[
+            ConfigEntry(k, v, incremental_operation=AlterConfigOpType.SET) for k, v in TOPIC_CONFIG.items()
+        ],
+    )
+    for fut in admin.incremental_alter_configs([res]).values():
+        fut.result(timeout=timeout)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    deadline = time.monotonic() + args.timeout
+    admin = AdminClient({"bootstrap.servers": args.bootstrap, "socket.timeout.ms": 10000})
+
+    def remaining() -> float:
+        return max(1.0, deadline - time.monotonic())
+
+    existed = False
+    # 1. create (retrying transient errors until the deadline; "already exists" is fine)
+    while True:
+        new = NewTopic(
+            args.topic,
+            num_partitions=args.partitions,
+            replication_factor=args.replication_factor,
+            config=dict(TOPIC_CONFIG),
+        )
+        fut = admin.create_topics([new], operation_timeout=min(30.0, remaining()))[args.topic]
+        try:
+            fut.result(timeout=remaining())
+            log(
+                f"created topic {args.topic!r} ({args.partitions} partitions, "
+                f"RF {args.replication_factor}) on {args.bootstrap}"
+            )
+            break
+        except KafkaException as exc:
+            if error_code(exc) == KafkaError.TOPIC_ALREADY_EXISTS:
+                log(f"topic {args.topic!r} already exists on {args.bootstrap}")
+                existed = True
+                break
+            if time.monotonic() >= deadline:
+                log(f"ERROR: could not create topic {args.topic!r} on {args.bootstrap}: {exc}")
+                return 1
+            log(f"retrying after: {exc}")
+            time.sleep(1.0)
+        except Exception as exc:  # timeouts from concurrent.futures, etc.
+            if time.monotonic() >= deadline:
+                log(f"ERROR: could not create topic {args.topic!r} on {args.bootstrap}: {exc!r}")
+                return 1
+            log(f"retrying after: {exc!r}")
+            time.sleep(1.0)
+
+    if existed:
+        ensure_config(admin, args.topic, remaining())
+
+    # 2. make sure the partition count is at least what was asked for
+    parts = None
+    while parts is None:
+        try:
+            parts = topic_partitions(admin, args.topic, min(10.0, remaining()))
+        except KafkaException as exc:
+            log(f"metadata: {exc}")
+        if parts is None:
+            if time.monotonic() >= deadline:
+                log(f"ERROR: topic {args.topic!r} not visible in metadata")
+                return 1
+            time.sleep(0.5)
+    if len(parts) < args.partitions:
+        log(f"topic {args.topic!r} has {len(parts)} partitions, increasing to {args.partitions}")
+        fut = admin.create_partitions([NewPartitions(args.topic, args.partitions)])[args.topic]
+        fut.result(timeout=remaining())
+    elif len(parts) > args.partitions:
+        log(
+            f"WARNING: topic {args.topic!r} has {len(parts)} partitions "
+            f"(more than {args.partitions}); left as is"
+        )
+
+    # 3. wait until every partition has a leader
+    while True:
+        try:
+            parts = topic_partitions(admin, args.topic, min(10.0, remaining()))
+        except KafkaException as exc:
+            log(f"metadata: {exc}")
+            parts = None
+        if (
+            parts
+            and len(parts) >= args.partitions
+            and all(p.leader >= 0 and p.error is None for p in parts.values())
+        ):
+            log(f"topic {args.topic!r} ready: {len(parts)} partitions with leaders")
+            return 0
+        if time.monotonic() >= deadline:
+            log(f"ERROR: topic {args.topic!r} partitions have no leader yet after {args.timeout}s")
+            return 1
+        time.sleep(0.3)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

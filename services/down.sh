@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Stop the PostgreSQL, RabbitMQ and Kafka servers started by services/up.sh (by recorded PID,
+# see $DATA_DIR/run/*.pid). Data in $DATA_DIR is kept; `rm -rf .data` resets everything.
+set -euo pipefail
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+pids=()
+for svc in kafka rabbitmq postgres; do
+    bash "$SERVICES_DIR/$svc.sh" stop &
+    pids+=($!)
+done
+rc=0
+for p in "${pids[@]}"; do
+    wait "$p" || rc=1
+done
+((rc == 0)) || die "some server did not stop cleanly (see above)"
+log "all services stopped"

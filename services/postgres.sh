@@ -1,0 +1,219 @@
+#!/usr/bin/env bash
+# Local PostgreSQL for development and tests (no Docker, no system cluster).
+#
+#   services/postgres.sh install   # apt-get install postgresql if no server binaries are found
+#   services/postgres.sh start     # initdb (first time) + start our own cluster; no-op if running
+#   services/postgres.sh setup     # create role cqrs/cqrs and databases auth_db, query_db (idempotent)
+#   services/postgres.sh stop      # fast shutdown (SIGINT) of the recorded postmaster PID
+#   services/postgres.sh status    # exit 0 if running, 3 if not
+#   services/postgres.sh psql ...  # psql as superuser over the cluster's unix socket
+#
+# Cluster: $DATA_DIR/postgres/data (owned by the 'postgres' OS user, postgres refuses root),
+# TCP 127.0.0.1:${PGPORT:-5432} (scram-sha-256), unix socket in $DATA_DIR/postgres/run (trust),
+# log $DATA_DIR/log/postgres.log, postmaster PID in $DATA_DIR/run/postgres.pid.
+# Parent directories of $DATA_DIR that the postgres user cannot traverse get o+x (logged).
+set -euo pipefail
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+PGPORT="${PGPORT:-5432}"
+PGHOST_TCP=127.0.0.1
+PG_OS_USER="${PG_OS_USER:-postgres}"
+PG_APP_USER="${PG_APP_USER:-cqrs}"
+PG_APP_PASSWORD="${PG_APP_PASSWORD:-cqrs}"
+PG_DATABASES="${PG_DATABASES:-auth_db query_db}"
+PG_START_TIMEOUT="${PG_START_TIMEOUT:-60}"
+
+PG_BASE="${DATA_DIR:?}/postgres"
+PGDATA_DIR="$PG_BASE/data"
+PG_PIDFILE="$RUN_DIR/postgres.pid"
+PG_LOG="$LOG_DIR/postgres.log"
+
+# Unix socket dir: inside .data if the socket path fits the 107-byte sun_path limit, else /tmp.
+PG_SOCKET_DIR="$PG_BASE/run"
+if ((${#PG_SOCKET_DIR} + ${#PGPORT} + 12 > 100)); then
+    PG_SOCKET_DIR=/tmp
+fi
+
+find_pg_bindir() {
+    if [[ -n "${PG_BINDIR:-}" ]]; then
+        [[ -x "$PG_BINDIR/pg_ctl" ]] && printf '%s\n' "$PG_BINDIR"
+        return 0
+    fi
+    # Debian layout: /usr/lib/postgresql/<major>/bin; take the newest major installed.
+    local d best="" bestv=0 v
+    for d in /usr/lib/postgresql/*/bin; do
+        [[ -x "$d/pg_ctl" && -x "$d/initdb" && -x "$d/postgres" ]] || continue
+        v="$(basename "$(dirname "$d")")"
+        v="${v%%.*}"
+        [[ "$v" =~ ^[0-9]+$ ]] || continue
+        if ((v > bestv)); then
+            bestv="$v"
+            best="$d"
+        fi
+    done
+    if [[ -z "$best" ]] && command -v pg_config >/dev/null 2>&1; then
+        d="$(pg_config --bindir 2>/dev/null || true)"
+        [[ -n "$d" && -x "$d/pg_ctl" && -x "$d/initdb" ]] && best="$d"
+    fi
+    [[ -n "$best" ]] && printf '%s\n' "$best"
+    return 0
+}
+
+pg_bindir() {
+    local d
+    d="$(find_pg_bindir)"
+    [[ -n "$d" ]] || die "PostgreSQL server binaries not found (run: services/postgres.sh install)"
+    printf '%s\n' "$d"
+}
+
+as_pg() { runuser -u "$PG_OS_USER" -- "$@"; }
+
+cmd_install() {
+    if [[ -n "$(find_pg_bindir)" ]] && id "$PG_OS_USER" >/dev/null 2>&1; then
+        log "PostgreSQL already installed ($(find_pg_bindir))"
+        return 0
+    fi
+    # policy-rc.d (in apt_install) keeps apt from starting the Debian 'main' cluster.
+    apt_install postgresql
+    [[ -n "$(find_pg_bindir)" ]] || die "postgresql installed but no pg_ctl found under /usr/lib/postgresql"
+}
+
+pg_running() { is_running "$PG_PIDFILE" "$PGDATA_DIR"; }
+
+cmd_status() {
+    if pg_running && port_open "$PGHOST_TCP" "$PGPORT"; then
+        log "running (pid $(read_pid "$PG_PIDFILE")) on $PGHOST_TCP:$PGPORT, data $PGDATA_DIR"
+        return 0
+    fi
+    log "not running"
+    return 3
+}
+
+init_cluster() {
+    local bindir="$1"
+    log "initdb $PGDATA_DIR"
+    install -d -o "$PG_OS_USER" -g "$PG_OS_USER" -m 700 "$PGDATA_DIR"
+    # initdb wants an empty directory; a half-made cluster from a failed run is moved aside.
+    if [[ -n "$(ls -A "$PGDATA_DIR")" ]]; then
+        local aside
+        aside="$PG_BASE/data.broken.$(date +%s)"
+        warn "moving incomplete cluster $PGDATA_DIR to $aside"
+        mv "$PGDATA_DIR" "$aside"
+        install -d -o "$PG_OS_USER" -g "$PG_OS_USER" -m 700 "$PGDATA_DIR"
+    fi
+    as_pg "$bindir/initdb" -D "$PGDATA_DIR" -U postgres -E UTF8 --locale=C \
+        --auth-local=trust --auth-host=scram-sha-256 >>"$PG_LOG" 2>&1 ||
+        {
+            tail_log "$PG_LOG"
+            die "initdb failed"
+        }
+    cat >"$PGDATA_DIR/pg_hba.conf" <<'EOF'
+# Written by services/postgres.sh
+# TYPE  DATABASE  USER  ADDRESS       METHOD
+local   all       all                 trust
+host    all       all   127.0.0.1/32  scram-sha-256
+host    all       all   ::1/128       scram-sha-256
+EOF
+    cat >>"$PGDATA_DIR/postgresql.conf" <<'EOF'
+
+# ---- services/postgres.sh (port and unix_socket_directories are given on the command line) ----
+listen_addresses = '127.0.0.1'
+max_connections = 300
+password_encryption = 'scram-sha-256'
+fsync = on
+logging_collector = off
+log_line_prefix = '%m [%p] %q%u@%d '
+EOF
+    chown "$PG_OS_USER:$PG_OS_USER" "$PGDATA_DIR/pg_hba.conf" "$PGDATA_DIR/postgresql.conf"
+}
+
+cmd_start() {
+    ensure_dirs
+    if pg_running; then
+        if port_open "$PGHOST_TCP" "$PGPORT"; then
+            log "already running (pid $(read_pid "$PG_PIDFILE")) on $PGHOST_TCP:$PGPORT"
+            return 0
+        fi
+        die "postmaster pid $(read_pid "$PG_PIDFILE") is alive but $PGHOST_TCP:$PGPORT does not answer (started with another PGPORT? run services/postgres.sh stop first)"
+    fi
+    if port_open "$PGHOST_TCP" "$PGPORT"; then
+        die "port $PGHOST_TCP:$PGPORT is already in use by a server that is not ours ($(who_listens "$PGPORT")); stop it or set PGPORT"
+    fi
+    local bindir
+    bindir="$(pg_bindir)"
+    id "$PG_OS_USER" >/dev/null 2>&1 || die "OS user '$PG_OS_USER' missing (run: services/postgres.sh install)"
+
+    install -d -o "$PG_OS_USER" -g "$PG_OS_USER" -m 700 "$PG_BASE"
+    [[ "$PG_SOCKET_DIR" == /tmp ]] || install -d -o "$PG_OS_USER" -g "$PG_OS_USER" -m 700 "$PG_SOCKET_DIR"
+    make_traversable "$PG_OS_USER" "$PG_BASE"
+    touch "$PG_LOG"
+    chown "$PG_OS_USER:$PG_OS_USER" "$PG_LOG"
+
+    if [[ ! -f "$PGDATA_DIR/PG_VERSION" ]]; then
+        init_cluster "$bindir"
+    fi
+
+    log "starting PostgreSQL ($bindir) on $PGHOST_TCP:$PGPORT"
+    if ! as_pg "$bindir/pg_ctl" -D "$PGDATA_DIR" -l "$PG_LOG" -w -t "$PG_START_TIMEOUT" \
+        -o "-p $PGPORT -k $PG_SOCKET_DIR" start >/dev/null; then
+        tail_log "$PG_LOG"
+        die "pg_ctl start failed"
+    fi
+    local pid
+    pid="$(head -n 1 "$PGDATA_DIR/postmaster.pid" 2>/dev/null || true)"
+    [[ "$pid" =~ ^[0-9]+$ ]] || die "no PID in $PGDATA_DIR/postmaster.pid"
+    printf '%s\n' "$pid" >"$PG_PIDFILE"
+    if ! wait_for_port "$PGHOST_TCP" "$PGPORT" 30 "$pid"; then
+        tail_log "$PG_LOG"
+        die "PostgreSQL (pid $pid) does not accept TCP connections on $PGHOST_TCP:$PGPORT"
+    fi
+    log "PostgreSQL running (pid $pid) on $PGHOST_TCP:$PGPORT"
+}
+
+cmd_stop() {
+    # SIGINT = "fast" shutdown (SIGTERM would be "smart" and wait for clients to disconnect).
+    stop_by_pidfile "$PG_PIDFILE" "${PG_STOP_TIMEOUT:-30}" INT "$PGDATA_DIR"
+}
+
+superuser_psql() {
+    local bindir
+    bindir="$(pg_bindir)"
+    PGCONNECT_TIMEOUT=10 "$bindir/psql" -X -q -v ON_ERROR_STOP=1 \
+        -h "$PG_SOCKET_DIR" -p "$PGPORT" -U postgres "$@"
+}
+
+cmd_setup() {
+    pg_running || die "PostgreSQL is not running (run: services/postgres.sh start)"
+    log "ensuring role '$PG_APP_USER' and databases: $PG_DATABASES"
+    superuser_psql -d postgres -v u="$PG_APP_USER" -v p="$PG_APP_PASSWORD" <<'SQL'
+SELECT format('CREATE ROLE %I LOGIN CREATEDB', :'u')
+WHERE NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = :'u') \gexec
+SELECT format('ALTER ROLE %I WITH LOGIN CREATEDB PASSWORD %L', :'u', :'p') \gexec
+SQL
+    local db
+    for db in $PG_DATABASES; do
+        superuser_psql -d postgres -v u="$PG_APP_USER" -v d="$db" <<'SQL'
+SELECT format('CREATE DATABASE %I OWNER %I', :'d', :'u')
+WHERE NOT EXISTS (SELECT 1 FROM pg_database WHERE datname = :'d') \gexec
+SELECT format('ALTER DATABASE %I OWNER TO %I', :'d', :'u') \gexec
+SQL
+    done
+    log "databases ready: postgresql://$PG_APP_USER:***@$PGHOST_TCP:$PGPORT/{${PG_DATABASES// /,}}"
+}
+
+case "${1:-}" in
+install) cmd_install ;;
+start) cmd_start ;;
+stop) cmd_stop ;;
+status) cmd_status || exit $? ;;
+setup) cmd_setup ;;
+psql)
+    shift
+    superuser_psql "$@"
+    ;;
+*)
+    echo "usage: $0 {install|start|stop|status|setup|psql [args]}" >&2
+    exit 2
+    ;;
+esac

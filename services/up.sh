@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# Install (if missing) and start (if not running) PostgreSQL, RabbitMQ and Kafka for this
+# checkout, then create the role/databases and the Kafka topic. Idempotent: a second run
+# reuses the running servers and takes about a second.
+#
+#   bash services/up.sh            # PYTHON (default .venv/bin/python) must have confluent-kafka
+#
+# Env: DATA_DIR (default <repo>/.data), PGPORT (5432), RABBITMQ_PORT (5672), KAFKA_PORT (9092),
+#      KAFKA_CONTROLLER_PORT (9093), KAFKA_TOPIC (user-events), KAFKA_PARTITIONS (6), PYTHON.
+set -euo pipefail
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+started=$SECONDS
+ensure_dirs
+
+python="${PYTHON:-$ROOT/.venv/bin/python}"
+if [[ ! -x "$python" && "$python" != /* && -x "$ROOT/$python" ]]; then
+    python="$ROOT/$python"
+fi
+[[ -x "$python" ]] || command -v "$python" >/dev/null 2>&1 ||
+    die "Python not found: '$python' (set PYTHON to a python with confluent-kafka, e.g. PYTHON=.venv/bin/python)"
+
+# Installs run one after the other (apt holds a lock); each is a quick check when done before.
+bash "$SERVICES_DIR/postgres.sh" install
+bash "$SERVICES_DIR/rabbitmq.sh" install
+bash "$SERVICES_DIR/kafka.sh" install
+
+# RabbitMQ boots slowest (~10-15 s here), so it starts in the background meanwhile.
+bash "$SERVICES_DIR/rabbitmq.sh" start &
+rabbit_job=$!
+rc=0
+bash "$SERVICES_DIR/postgres.sh" start || rc=$?
+if ((rc == 0)); then
+    bash "$SERVICES_DIR/kafka.sh" start || rc=$?
+fi
+rabbit_rc=0
+wait "$rabbit_job" || rabbit_rc=$?
+((rc == 0)) || die "a server failed to start (see above)"
+((rabbit_rc == 0)) || die "RabbitMQ failed to start (see above)"
+
+bash "$SERVICES_DIR/postgres.sh" setup
+"$python" "$SERVICES_DIR/create_topic.py" \
+    --bootstrap "127.0.0.1:${KAFKA_PORT:-9092}" \
+    --topic "${KAFKA_TOPIC:-user-events}" \
+    --partitions "${KAFKA_PARTITIONS:-6}" ||
+    die "could not create Kafka topic ${KAFKA_TOPIC:-user-events} (see $LOG_DIR/kafka.log)"
+
+log "all services up in $((SECONDS - started))s:"
+log "  postgresql://cqrs:cqrs@127.0.0.1:${PGPORT:-5432}/auth_db and .../query_db"
+log "  amqp://guest:guest@127.0.0.1:${RABBITMQ_PORT:-5672}//"
+log "  kafka 127.0.0.1:${KAFKA_PORT:-9092}, topic ${KAFKA_TOPIC:-user-events}"

@@ -1,0 +1,134 @@
+"""Fixtures shared by every test layer.
+
+The environment is switched to the test session's own databases, topic, consumer group
+and RabbitMQ vhost before any project module is imported.
+"""
+
+from __future__ import annotations
+
+from tests.support import environment
+
+environment.apply()
+
+import subprocess  # noqa: E402
+from collections.abc import Iterator  # noqa: E402
+from typing import Any  # noqa: E402
+
+import psycopg2  # noqa: E402
+import pytest  # noqa: E402
+from flask import Flask  # noqa: E402
+
+from settings import ROOT, load_settings  # noqa: E402
+from tests.support.kafka_tools import create_topic, delete_topic  # noqa: E402
+
+UNIT_ONLY = "tests/unit"
+
+
+def _needs_servers(config: pytest.Config) -> bool:
+    args = [str(a) for a in config.args]
+    return not args or any(UNIT_ONLY not in a for a in args)
+
+
+@pytest.fixture(scope="session")
+def settings() -> Any:
+    return load_settings()
+
+
+@pytest.fixture(scope="session")
+def test_databases(settings: Any) -> None:
+    """Create and migrate the test databases; start each session with empty tables."""
+    for url in (settings.auth_database_url, settings.query_database_url):
+        _create_database(url)
+    from flask_migrate import upgrade
+
+    from auth_api import create_app as create_auth_app
+    from query_api import create_app as create_query_app
+
+    for factory in (create_auth_app, create_query_app):
+        app = factory({"RELAY_KICK": False})
+        with app.app_context():
+            upgrade()
+    _sql(settings.auth_database_url, "TRUNCATE users, outbox")
+    _sql(
+        settings.query_database_url,
+        "TRUNCATE read_model.users, read_model.login_history, read_model.processed_events, dead_letters",
+    )
+
+
+@pytest.fixture(scope="session")
+def broker_vhost(settings: Any) -> None:
+    """The session's RabbitMQ vhost, emptied of tasks a previous run left behind."""
+    subprocess.run(["bash", str(ROOT / "services" / "rabbitmq.sh"), "vhost", "cqrs_test"], check=True)
+    from celery_config.app import celery_app
+
+    with celery_app.connection_for_write() as conn:
+        for queue in celery_app.conf.task_queues:
+            queue.bind(conn.default_channel).declare()
+            queue.bind(conn.default_channel).purge()
+
+
+@pytest.fixture(scope="session")
+def topic(settings: Any) -> Iterator[str]:
+    create_topic(settings.kafka_bootstrap, settings.kafka_topic, partitions=6)
+    yield settings.kafka_topic
+    delete_topic(settings.kafka_bootstrap, settings.kafka_topic)
+
+
+@pytest.fixture(scope="session")
+def auth_app(test_databases: None) -> Flask:
+    from auth_api import create_app
+
+    return create_app({"RELAY_KICK": False, "TESTING": True})
+
+
+@pytest.fixture(scope="session")
+def query_app(test_databases: None) -> Flask:
+    from query_api import create_app
+
+    return create_app({"TESTING": True})
+
+
+def _create_database(url: str) -> None:
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(url)
+    conn = psycopg2.connect(
+        host=parsed.host, port=parsed.port, user=parsed.username, password=parsed.password, dbname="postgres"
+    )
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (parsed.database,))
+        if cur.fetchone() is None:
+            cur.execute(f'CREATE DATABASE "{parsed.database}"')
+    conn.close()
+
+
+def _sql(url: str, statement: str) -> None:
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        conn.execute(text(statement))
+    engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def system(test_databases: None, broker_vhost: None, topic: str, tmp_path_factory: pytest.TempPathFactory):
+    """Every process of the system, each on its own PID, against the test environment."""
+    from tests.support.environment import TEST_ENV
+    from tests.support.processes import ProcessGroup, stop_stale_processes, wait_for_port
+    from tests.support.system import System
+
+    stop_stale_processes()
+    log_dir = ROOT / ".data" / "test-logs" / environment.RUN_ID
+    group = ProcessGroup(env=dict(TEST_ENV), log_dir=log_dir)
+    running = System(group)
+    try:
+        for name in ("relay_worker", "projection_worker", "beat", "projector", "auth_api", "query_api"):
+            group.start(name)
+        wait_for_port(int(TEST_ENV["AUTH_API_PORT"]))
+        wait_for_port(int(TEST_ENV["QUERY_API_PORT"]))
+        running.wait_ready()
+        yield running
+    finally:
+        group.stop_all()

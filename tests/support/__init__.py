@@ -1,0 +1,1 @@
+"""Test support: an isolated environment, process control, bounded waiting."""

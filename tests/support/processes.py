@@ -1,0 +1,134 @@
+"""Start, signal and stop the system's processes by PID, with per-process log files."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from settings import ROOT
+
+VENV_BIN = ROOT / ".venv" / "bin"
+# Process-group ids of what a test session started: if pytest itself is killed, the next
+# session stops them (by PID, after checking they are still ours).
+STALE_PIDS = ROOT / ".data" / "test-processes.pids"
+
+
+def stop_stale_processes() -> None:
+    if not STALE_PIDS.exists():
+        return
+    for line in STALE_PIDS.read_text().split():
+        pid = int(line)
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+        except OSError:
+            continue
+        if str(ROOT) in cmdline:
+            try:
+                os.killpg(pid, signal.SIGKILL)
+            except OSError:
+                pass
+    STALE_PIDS.unlink()
+
+
+def commands(env: dict[str, str]) -> dict[str, list[str]]:
+    """The Procfile's processes, as argument lists (ports from the test environment)."""
+    celery = [str(VENV_BIN / "celery"), "-A", "celery_config"]
+    gunicorn = [str(VENV_BIN / "gunicorn"), "-c", "gunicorn.conf.py"]
+    return {
+        "auth_api": [*gunicorn, "--bind", f"127.0.0.1:{env['AUTH_API_PORT']}", "wsgi:auth_app"],
+        "query_api": [*gunicorn, "--bind", f"127.0.0.1:{env['QUERY_API_PORT']}", "wsgi:query_app"],
+        "relay_worker": [*celery, "worker", "-Q", "outbox", "-n", "relay-test@%h", "--concurrency", "1"],
+        "projection_worker": [
+            *celery,
+            "worker",
+            "-Q",
+            "projections",
+            "-n",
+            "projections-test@%h",
+            "--concurrency",
+            "2",
+        ],
+        "beat": [*celery, "beat", "--schedule", str(ROOT / ".data" / "test-celerybeat-schedule")],
+        "projector": [str(VENV_BIN / "python"), "-m", "projector"],
+        "flower": [*celery, "flower", "--address=127.0.0.1", f"--port={env['FLOWER_PORT']}"],
+    }
+
+
+@dataclass
+class ProcessGroup:
+    env: dict[str, str]
+    log_dir: Path
+    procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    def start(self, name: str, extra_env: dict[str, str] | None = None, *, as_name: str | None = None) -> int:
+        key = as_name or name
+        existing = self.procs.get(key)
+        if existing is not None and existing.poll() is None:
+            return existing.pid
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        log = open(self.log_dir / f"{key}.log", "ab")
+        env = {**os.environ, **self.env, "SERVICE_NAME": key, "PYTHONPATH": str(ROOT), **(extra_env or {})}
+        proc = subprocess.Popen(
+            commands(self.env)[name],
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        self.procs[key] = proc
+        with open(STALE_PIDS, "a") as pids:
+            pids.write(f"{proc.pid}\n")
+        return proc.pid
+
+    def pid(self, name: str) -> int:
+        return self.procs[name].pid
+
+    def alive(self, name: str) -> bool:
+        proc = self.procs.get(name)
+        return proc is not None and proc.poll() is None
+
+    def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
+        """Signal the process and, for SIGKILL, its whole session (pool children too)."""
+        proc = self.procs[name]
+        if proc.poll() is not None:
+            return
+        if sig == signal.SIGKILL:
+            os.killpg(proc.pid, sig)
+        else:
+            proc.send_signal(sig)
+
+    def stop(self, name: str, timeout: float = 30.0) -> int | None:
+        proc = self.procs.get(name)
+        if proc is None or proc.poll() is not None:
+            return proc.returncode if proc else None
+        proc.send_signal(signal.SIGTERM)
+        try:
+            return proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            return proc.wait(10)
+
+    def stop_all(self) -> None:
+        for name in list(self.procs):
+            self.stop(name)
+
+    def log_text(self, name: str) -> str:
+        path = self.log_dir / f"{name}.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+
+def wait_for_port(port: int, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket() as sock:
+            sock.settimeout(0.5)
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.1)
+    raise AssertionError(f"nothing listens on 127.0.0.1:{port} after {timeout} s")

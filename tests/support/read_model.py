@@ -1,0 +1,43 @@
+"""Direct reads of the test databases, for exact-count assertions."""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, text
+
+from settings import load_settings
+
+
+@cache
+def query_engine() -> Engine:
+    return create_engine(load_settings().query_database_url, pool_pre_ping=True)
+
+
+@cache
+def auth_engine() -> Engine:
+    return create_engine(load_settings().auth_database_url, pool_pre_ping=True)
+
+
+def read_user(user_id: str) -> dict[str, Any] | None:
+    with query_engine().connect() as conn:
+        row = (
+            conn.execute(
+                text("SELECT * FROM read_model.users WHERE id = :id AND registered_at IS NOT NULL"),
+                {"id": user_id},
+            )
+            .mappings()
+            .first()
+        )
+    return dict(row) if row else None
+
+
+def scalar(sql: str, engine: Engine | None = None, **params: Any) -> Any:
+    with (engine or query_engine()).connect() as conn:
+        return conn.execute(text(sql), params).scalar()
+
+
+def rows(sql: str, engine: Engine | None = None, **params: Any) -> list[dict[str, Any]]:
+    with (engine or query_engine()).connect() as conn:
+        return [dict(r) for r in conn.execute(text(sql), params).mappings()]

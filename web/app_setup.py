@@ -1,0 +1,36 @@
+"""What both Flask apps install the same way: problems, request ids, JSON, headers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from flask import Flask, Response
+from flask_jwt_extended import JWTManager
+from flask_migrate import Migrate
+from flask_sqlalchemy import SQLAlchemy
+
+from web.jwt_setup import install_jwt_problems
+from web.problems import register_problem_handlers
+from web.request_id import install_request_id
+
+MAX_BODY_BYTES = 64 * 1024
+
+
+def install_web_conventions(
+    app: Flask, db: SQLAlchemy, migrate: Migrate, jwt: JWTManager, *, migrations: Path
+) -> None:
+    """Bind the app's extensions and install what both APIs do alike."""
+    db.init_app(app)
+    migrate.init_app(app, db, directory=str(migrations))
+    jwt.init_app(app)
+    install_jwt_problems(jwt)
+    app.config.setdefault("MAX_CONTENT_LENGTH", MAX_BODY_BYTES)
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+    register_problem_handlers(app)
+    install_request_id(app)
+
+    @app.after_request
+    def _security_headers(response: Response) -> Response:
+        response.headers["X-Content-Type-Options"] = "nosniff"
+        response.headers.setdefault("Cache-Control", "no-store")
+        return response

@@ -1,0 +1,66 @@
+"""JWT settings shared by both apps, key loading, and token failures as problem details."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from flask import Response
+from flask_jwt_extended import JWTManager
+
+from web.problems import problem_response
+
+_CHALLENGE = {"WWW-Authenticate": "Bearer"}
+
+
+def install_jwt_problems(jwt: JWTManager) -> None:
+    def _unauthorized(detail: str) -> Response:
+        return problem_response(401, "Unauthorized", detail, _CHALLENGE)
+
+    @jwt.unauthorized_loader
+    def _missing(reason: str) -> Response:
+        return _unauthorized("A bearer token is required.")
+
+    @jwt.invalid_token_loader
+    def _invalid(reason: str) -> Response:
+        return _unauthorized("The token is invalid.")
+
+    @jwt.expired_token_loader
+    def _expired(_header: dict[str, Any], _payload: dict[str, Any]) -> Response:
+        return _unauthorized("The token has expired.")
+
+    @jwt.revoked_token_loader
+    def _revoked(_header: dict[str, Any], _payload: dict[str, Any]) -> Response:
+        return _unauthorized("The token has been revoked.")
+
+    @jwt.token_verification_failed_loader
+    def _failed(_header: dict[str, Any], _payload: dict[str, Any]) -> Response:
+        return _unauthorized("The token was rejected.")
+
+
+def jwt_config(private_key: str | None, public_key: str | None) -> dict[str, Any]:
+    """Settings both apps share; only the write side gets a private key."""
+    from datetime import timedelta
+
+    return {
+        "JWT_ALGORITHM": "RS256",
+        "JWT_DECODE_ALGORITHMS": ["RS256"],
+        "JWT_PRIVATE_KEY": private_key,
+        "JWT_PUBLIC_KEY": public_key,
+        "JWT_TOKEN_LOCATION": ["headers"],
+        "JWT_ACCESS_TOKEN_EXPIRES": timedelta(minutes=15),
+        "JWT_REFRESH_TOKEN_EXPIRES": timedelta(days=7),
+        "JWT_ENCODE_ISSUER": "auth_api",
+        "JWT_DECODE_ISSUER": "auth_api",
+        "JWT_ERROR_MESSAGE_KEY": "detail",
+    }
+
+
+def read_key(env_name: str, path: str) -> str | None:
+    """A PEM key from the environment variable itself, else from the file, else None."""
+    inline = os.environ.get(env_name)
+    if inline:
+        return inline.replace("\\n", "\n")
+    file = Path(path)
+    return file.read_text() if file.is_file() else None
