@@ -36,9 +36,10 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
 
     from auth_api import models  # noqa: F401  (tables known to Flask-Migrate)
     from auth_api.cli import register_cli
-    from auth_api.routes import bp
+    from auth_api.routes import api, bp
 
     app.register_blueprint(bp)
+    api.install(app)
     register_cli(app)
     return app
 

@@ -16,9 +16,19 @@ from auth_api.accounts import (
 from auth_api.extensions import db
 from auth_api.schemas import LoginRequest, LoginResponse, RefreshResponse, RegisterRequest, RegisterResponse
 from web.json_body import read_json
+from web.openapi import ApiDocument
 from web.problems import Problem
 
 bp = Blueprint("auth", __name__)
+api = ApiDocument(
+    "auth_api",
+    "1.0.0",
+    "Write side of the CQRS user service: commands that register users and log them in. "
+    "Every answer carries the event id; pass it as X-Consistency-Token to the query API "
+    "to read your own write.",
+)
+BODY_ERRORS = {400: None, 413: None, 415: None, 422: None}
+RETRY_AFTER = {429: {"Retry-After": {"schema": {"type": "integer"}, "description": "Seconds to wait"}}}
 
 
 def _service() -> AccountService:
@@ -44,11 +54,19 @@ def _access_ttl() -> int:
 
 
 @bp.get("/health")
+@api.operation("get", "/health", "Liveness", responses={200: None})
 def health() -> ResponseReturnValue:
     return jsonify(status="OK")
 
 
 @bp.post("/register")
+@api.operation(
+    "post",
+    "/register",
+    "Register a user (emits UserRegistered)",
+    request=RegisterRequest,
+    responses={201: RegisterResponse, 409: None, 503: None, **BODY_ERRORS},
+)
 def register() -> ResponseReturnValue:
     body = read_json(RegisterRequest)
     try:
@@ -60,6 +78,14 @@ def register() -> ResponseReturnValue:
 
 
 @bp.post("/login")
+@api.operation(
+    "post",
+    "/login",
+    "Log in (emits UserLoggedIn or UserLoginFailed)",
+    request=LoginRequest,
+    responses={200: LoginResponse, 401: None, 429: None, 503: None, **BODY_ERRORS},
+    headers=RETRY_AFTER,
+)
 def login() -> ResponseReturnValue:
     body = read_json(LoginRequest)
     try:
@@ -93,6 +119,13 @@ def login() -> ResponseReturnValue:
 
 
 @bp.post("/refresh")
+@api.operation(
+    "post",
+    "/refresh",
+    "A new access token for a refresh token",
+    responses={200: RefreshResponse, 401: None, 503: None},
+    secured=True,
+)
 @jwt_required(refresh=True)
 def refresh() -> ResponseReturnValue:
     claims = get_jwt()

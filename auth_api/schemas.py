@@ -25,8 +25,12 @@ class RegisterRequest(_Body):
         return value
 
 
+# PostgreSQL text cannot hold NUL: such an email can match no account, so it is refused early.
+NO_NUL = r"^[^\x00]*$"
+
+
 class LoginRequest(_Body):
-    email: str = Field(min_length=1, max_length=254, examples=["ada@example.com"])
+    email: str = Field(min_length=1, max_length=254, pattern=NO_NUL, examples=["ada@example.com"])
     password: str = Field(min_length=1, max_length=128, examples=["correct horse battery"])
 
 

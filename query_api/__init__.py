@@ -28,8 +28,9 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
 
     from query_api import models  # noqa: F401  (tables known to Flask-Migrate)
     from query_api.cli import register_cli
-    from query_api.routes import bp
+    from query_api.routes import api, bp
 
     app.register_blueprint(bp)
+    api.install(app)
     register_cli(app)
     return app

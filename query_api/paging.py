@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-from dataclasses import dataclass
-from typing import Any
 
 from flask import request
 
@@ -13,16 +11,6 @@ from web.problems import Problem
 
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 200
-
-
-@dataclass(frozen=True)
-class Page:
-    items: list[Any]
-    next_item: Any | None
-
-    @property
-    def more(self) -> bool:
-        return self.next_item is not None
 
 
 def read_limit() -> int:

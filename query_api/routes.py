@@ -1,77 +1,183 @@
-"""HTTP endpoints of the read API: users and their login history, from query_db only."""
+"""HTTP endpoints of the read API: users and their login history, from query_db only.
+
+Every data endpoint needs an access token signed by auth_api. A request may name the
+event it must see with ``X-Consistency-Token`` (read-your-writes).
+"""
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
+from datetime import datetime
+from functools import wraps
 from typing import Any
 
 from flask import Blueprint, jsonify, request, url_for
 from flask.typing import ResponseReturnValue
+from flask_jwt_extended import jwt_required
 from sqlalchemy import select, tuple_
 
+from query_api.access import caller_id, require_admin, require_self_or_admin
+from query_api.consistency import HEADER as CONSISTENCY_HEADER
+from query_api.consistency import wait_for_consistency_token
 from query_api.extensions import db
 from query_api.models import LoginHistoryEntry, UserView
-from query_api.paging import Page, decode_cursor, encode_cursor, read_limit
+from query_api.paging import MAX_LIMIT, decode_cursor, encode_cursor, read_limit
+from query_api.schemas import HealthOut, LoginOut, UserOut
+from web.openapi import ApiDocument
 from web.problems import Problem
 
 bp = Blueprint("query", __name__)
+api = ApiDocument(
+    "query_api",
+    "1.0.0",
+    "Read side of the CQRS user service: projected users and login history. Send "
+    f"{CONSISTENCY_HEADER}: <event id> to be answered only once your own write is visible.",
+)
+
+PAGING = [
+    {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT}},
+    {"name": "cursor", "in": "query", "schema": {"type": "string"}},
+]
+CONSISTENCY = [{"name": CONSISTENCY_HEADER, "in": "header", "schema": {"type": "string", "format": "uuid"}}]
+LINK = {200: {"Link": {"schema": {"type": "string"}, "description": 'RFC 8288, rel="next"'}}}
+READ_ERRORS = {401: None, 422: None, 503: None}
+
+
+def data_endpoint(view: Callable[..., ResponseReturnValue]) -> Callable[..., ResponseReturnValue]:
+    """A valid access token first, then the read-your-writes wait, then the view."""
+
+    @wraps(view)
+    @jwt_required()
+    def guarded(*args: Any, **kwargs: Any) -> ResponseReturnValue:
+        wait_for_consistency_token()
+        return view(*args, **kwargs)
+
+    return guarded
 
 
 @bp.get("/health")
+@api.operation("get", "/health", "Liveness", responses={200: HealthOut})
 def health() -> ResponseReturnValue:
     return jsonify(status="OK")
 
 
-def user_json(user: UserView) -> dict[str, Any]:
-    return {
-        "id": str(user.id),
-        "email": user.email,
-        "roles": list(user.roles),
-        "registered_at": _iso(user.registered_at),
-        "last_login_at": _iso(user.last_login_at),
-        "login_count": user.login_count,
-        "failed_login_count": user.failed_login_count,
-        "version": user.version,
-    }
-
-
-def login_json(entry: LoginHistoryEntry) -> dict[str, Any]:
-    return {
-        "event_id": str(entry.event_id),
-        "outcome": entry.outcome,
-        "reason": entry.reason,
-        "ip": entry.ip,
-        "user_agent": entry.user_agent,
-        "occurred_at": _iso(entry.occurred_at),
-    }
-
-
 @bp.get("/users")
+@api.operation(
+    "get",
+    "/users",
+    "All users (admin only), keyset-paginated, filter by email",
+    responses={200: [UserOut], 403: None, **READ_ERRORS},
+    secured=True,
+    headers=LINK,
+    parameters=[*PAGING, {"name": "email", "in": "query", "schema": {"type": "string"}}, *CONSISTENCY],
+)
+@data_endpoint
 def list_users() -> ResponseReturnValue:
+    require_admin()
     limit = read_limit()
     query = select(UserView).where(UserView.registered_at.is_not(None))
     email = request.args.get("email")
     if email is not None:
+        if "\x00" in email or len(email) > 320:
+            raise Problem(422, "Unprocessable Content", "Invalid email filter.")
         query = query.where(UserView.email == email.strip().lower())
     cursor = request.args.get("cursor")
     if cursor:
         (after,) = decode_cursor(cursor, 1)
         query = query.where(UserView.id > _uuid(after, "cursor"))
-    rows = db.session.execute(query.order_by(UserView.id).limit(limit + 1)).scalars().all()
-    page = Page(rows[:limit], rows[limit] if len(rows) > limit else None)
-    next_cursor = encode_cursor(str(page.items[-1].id)) if page.more else None
-    return _paged([user_json(u) for u in page.items], next_cursor, "query.list_users")
+    users = db.session.execute(query.order_by(UserView.id).limit(limit + 1)).scalars().all()
+    next_cursor = encode_cursor(str(users[limit - 1].id)) if len(users) > limit else None
+    return _paged([user_json(u) for u in users[:limit]], next_cursor, "query.list_users")
+
+
+@bp.get("/users/me")
+@api.operation(
+    "get",
+    "/users/me",
+    "The caller's own user",
+    responses={200: UserOut, 404: None, **READ_ERRORS},
+    secured=True,
+    parameters=CONSISTENCY,
+)
+@data_endpoint
+def get_me() -> ResponseReturnValue:
+    return jsonify(user_json(_find_user(caller_id())))
 
 
 @bp.get("/users/<user_id>")
+@api.operation(
+    "get",
+    "/users/<user_id>",
+    "One user (the user itself or an admin)",
+    responses={200: UserOut, 403: None, 404: None, **READ_ERRORS},
+    secured=True,
+    parameters=CONSISTENCY,
+)
+@data_endpoint
 def get_user(user_id: str) -> ResponseReturnValue:
-    user = _find_user(user_id)
-    return jsonify(user_json(user))
+    wanted = _uuid(user_id, "user id")
+    require_self_or_admin(wanted)
+    return jsonify(user_json(_find_user(wanted)))
+
+
+@bp.get("/users/me/logins")
+@api.operation(
+    "get",
+    "/users/me/logins",
+    "The caller's login history, newest first",
+    responses={200: [LoginOut], 404: None, **READ_ERRORS},
+    secured=True,
+    headers=LINK,
+    parameters=[*PAGING, *CONSISTENCY],
+)
+@data_endpoint
+def my_logins() -> ResponseReturnValue:
+    return _logins(_find_user(caller_id()), "query.my_logins")
 
 
 @bp.get("/users/<user_id>/logins")
+@api.operation(
+    "get",
+    "/users/<user_id>/logins",
+    "A user's login history, newest first (the user or an admin)",
+    responses={200: [LoginOut], 403: None, 404: None, **READ_ERRORS},
+    secured=True,
+    headers=LINK,
+    parameters=[*PAGING, *CONSISTENCY],
+)
+@data_endpoint
 def user_logins(user_id: str) -> ResponseReturnValue:
-    user = _find_user(user_id)
+    wanted = _uuid(user_id, "user id")
+    require_self_or_admin(wanted)
+    return _logins(_find_user(wanted), "query.user_logins", user_id=user_id)
+
+
+def user_json(user: UserView) -> dict[str, Any]:
+    return UserOut(
+        id=str(user.id),
+        email=user.email,
+        roles=list(user.roles),
+        registered_at=user.registered_at,
+        last_login_at=user.last_login_at,
+        login_count=user.login_count,
+        failed_login_count=user.failed_login_count,
+        version=user.version,
+    ).model_dump(mode="json")
+
+
+def login_json(entry: LoginHistoryEntry) -> dict[str, Any]:
+    return LoginOut(
+        event_id=str(entry.event_id),
+        outcome=entry.outcome,  # type: ignore[arg-type]
+        reason=entry.reason,
+        ip=entry.ip,
+        user_agent=entry.user_agent,
+        occurred_at=entry.occurred_at,
+    ).model_dump(mode="json")
+
+
+def _logins(user: UserView, endpoint: str, **values: str) -> ResponseReturnValue:
     limit = read_limit()
     query = select(LoginHistoryEntry).where(LoginHistoryEntry.user_id == user.id)
     cursor = request.args.get("cursor")
@@ -81,22 +187,11 @@ def user_logins(user_id: str) -> ResponseReturnValue:
             tuple_(LoginHistoryEntry.occurred_at, LoginHistoryEntry.event_id)
             < tuple_(_timestamp(occurred_at), _uuid(event_id, "cursor"))
         )
-    rows = (
-        db.session.execute(
-            query.order_by(LoginHistoryEntry.occurred_at.desc(), LoginHistoryEntry.event_id.desc()).limit(
-                limit + 1
-            )
-        )
-        .scalars()
-        .all()
-    )
-    items = rows[:limit]
-    next_cursor = (
-        encode_cursor(items[-1].occurred_at.isoformat(), str(items[-1].event_id))
-        if len(rows) > limit
-        else None
-    )
-    return _paged([login_json(e) for e in items], next_cursor, "query.user_logins", user_id=user_id)
+    order = (LoginHistoryEntry.occurred_at.desc(), LoginHistoryEntry.event_id.desc())
+    entries = db.session.execute(query.order_by(*order).limit(limit + 1)).scalars().all()
+    last = entries[limit - 1] if len(entries) > limit else None
+    next_cursor = encode_cursor(last.occurred_at.isoformat(), str(last.event_id)) if last else None
+    return _paged([login_json(e) for e in entries[:limit]], next_cursor, endpoint, **values)
 
 
 def _paged(
@@ -105,13 +200,13 @@ def _paged(
     response = jsonify(items)
     if next_cursor:
         args = {k: v for k, v in request.args.items() if k != "cursor"}
-        link = url_for(endpoint, **values, **args, cursor=next_cursor, _external=False)
+        link = url_for(endpoint, **values, **args, cursor=next_cursor)
         response.headers["Link"] = f'<{link}>; rel="next"'
     return response
 
 
-def _find_user(user_id: str) -> UserView:
-    user = db.session.get(UserView, _uuid(user_id, "user id"))
+def _find_user(user_id: uuid.UUID) -> UserView:
+    user = db.session.get(UserView, user_id)
     if user is None or user.registered_at is None:
         raise Problem(404, "Not Found", "No such user.")
     return user
@@ -124,14 +219,11 @@ def _uuid(value: str, what: str) -> uuid.UUID:
         raise Problem(422, "Unprocessable Content", f"Invalid {what}.") from exc
 
 
-def _timestamp(value: str) -> Any:
-    from datetime import datetime
-
+def _timestamp(value: str) -> datetime:
     try:
-        return datetime.fromisoformat(value)
+        moment = datetime.fromisoformat(value)
     except (ValueError, TypeError) as exc:
         raise Problem(422, "Unprocessable Content", "Invalid cursor.") from exc
-
-
-def _iso(value: Any) -> str | None:
-    return value.isoformat().replace("+00:00", "Z") if value is not None else None
+    if moment.tzinfo is None:
+        raise Problem(422, "Unprocessable Content", "Invalid cursor.")
+    return moment

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from flask import Flask, Response
@@ -24,10 +25,16 @@ def install_web_conventions(
     migrate.init_app(app, db, directory=str(migrations))
     jwt.init_app(app)
     install_jwt_problems(jwt)
-    app.config.setdefault("MAX_CONTENT_LENGTH", MAX_BODY_BYTES)
+    if app.config.get("MAX_CONTENT_LENGTH") is None:  # Flask's default is None: unbounded
+        app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
     app.json.sort_keys = False  # type: ignore[attr-defined]
     register_problem_handlers(app)
     install_request_id(app)
+    origins = [o.strip() for o in os.environ.get("CORS_ORIGINS", "").split(",") if o.strip()]
+    if origins:  # CORS is off unless origins are configured
+        from flask_cors import CORS
+
+        CORS(app, origins=origins, expose_headers=["Link", "X-Request-ID", "Retry-After"])
 
     @app.after_request
     def _security_headers(response: Response) -> Response:

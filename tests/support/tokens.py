@@ -1,0 +1,30 @@
+"""Tokens for tests, signed with the test session's private key."""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from pathlib import Path
+
+import jwt
+
+
+def mint(
+    sub: str, roles: list[str], *, expires_in: int = 900, issuer: str = "auth_api", **claims: object
+) -> str:
+    now = int(time.time())
+    payload = {
+        "sub": sub,
+        "roles": roles,
+        "jti": str(uuid.uuid4()),
+        "type": "access",
+        "fresh": False,
+        "iat": now,
+        "nbf": now,
+        "exp": now + expires_in,
+        "iss": issuer,
+        **claims,
+    }
+    key = Path(os.environ["JWT_PRIVATE_KEY_FILE"]).read_text()
+    return jwt.encode(payload, key, algorithm="RS256")

@@ -1,0 +1,192 @@
+"""OpenAPI 3.1 documents built from the pydantic models that validate and shape the bodies.
+
+Routes register their operation here (``@api.operation(...)``), so the document, the request
+validation (``read_json(Model)``) and the responses (``Model(...).model_dump()``) share one
+definition. ``/openapi.json`` serves the document, ``/docs`` an interactive Swagger UI page.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from flask import Blueprint, Flask, Response, jsonify, send_from_directory
+from pydantic import BaseModel
+from pydantic.json_schema import models_json_schema
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+PROBLEM_SCHEMA = {
+    "type": "object",
+    "required": ["type", "title", "status"],
+    "properties": {
+        "type": {"type": "string"},
+        "title": {"type": "string"},
+        "status": {"type": "integer"},
+        "detail": {"type": "string"},
+        "instance": {"type": "string"},
+        "errors": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "properties": {"field": {"type": "string"}, "message": {"type": "string"}},
+            },
+        },
+        "retry_after": {"type": "integer"},
+    },
+}
+
+_DESCRIPTIONS = {
+    200: "OK",
+    201: "Created",
+    400: "Malformed request",
+    401: "Missing, invalid or expired credentials",
+    403: "Not allowed for this user",
+    404: "Not found",
+    409: "Conflict",
+    413: "Body too large",
+    415: "Body is not JSON",
+    422: "Invalid field or parameter",
+    429: "Too many attempts",
+    503: "Temporarily unavailable",
+}
+
+
+@dataclass
+class Operation:
+    method: str
+    path: str
+    summary: str
+    responses: dict[int, type[BaseModel] | list[type[BaseModel]] | None]
+    request: type[BaseModel] | None = None
+    parameters: list[dict[str, Any]] = field(default_factory=list)
+    secured: bool = False
+    headers: dict[int, dict[str, Any]] = field(default_factory=dict)
+
+
+class ApiDocument:
+    def __init__(self, title: str, version: str, description: str) -> None:
+        self.title = title
+        self.version = version
+        self.description = description
+        self.operations: list[Operation] = []
+
+    def operation(self, method: str, path: str, summary: str, **details: Any) -> Callable[[F], F]:
+        """Record the operation of the decorated view (the view itself is unchanged)."""
+
+        def record(view: F) -> F:
+            self.operations.append(Operation(method.lower(), path, summary, **details))
+            return view
+
+        return record
+
+    def document(self) -> dict[str, Any]:
+        models = self._models()
+        _, schemas = models_json_schema(
+            [(m, "validation") for m in models], ref_template="#/components/schemas/{model}"
+        )
+        components: dict[str, Any] = {
+            "schemas": {**schemas.get("$defs", {}), "Problem": PROBLEM_SCHEMA},
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}},
+        }
+        paths: dict[str, Any] = {}
+        for op in self.operations:
+            paths.setdefault(_openapi_path(op.path), {})[op.method] = self._operation(op)
+        return {
+            "openapi": "3.1.0",
+            "info": {"title": self.title, "version": self.version, "description": self.description},
+            "paths": paths,
+            "components": components,
+        }
+
+    def _models(self) -> list[type[BaseModel]]:
+        found: dict[str, type[BaseModel]] = {}
+        for op in self.operations:
+            candidates: list[Any] = [op.request]
+            for model in op.responses.values():
+                candidates.extend(model if isinstance(model, list) else [model])
+            for model in candidates:
+                if model is not None:
+                    found[model.__name__] = model
+        return list(found.values())
+
+    def _operation(self, op: Operation) -> dict[str, Any]:
+        parameters = [
+            {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+            for name in re.findall(r"<(?:\w+:)?(\w+)>", op.path)
+        ] + op.parameters
+        body: dict[str, Any] = {
+            "summary": op.summary,
+            "operationId": f"{op.method}_{re.sub(r'[^a-z0-9]+', '_', op.path.lower()).strip('_') or 'root'}",
+            "responses": {
+                str(status): self._response(op, status, model) for status, model in op.responses.items()
+            },
+        }
+        if parameters:
+            body["parameters"] = parameters
+        if op.request is not None:
+            body["requestBody"] = {
+                "required": True,
+                "content": {"application/json": {"schema": _ref(op.request)}},
+            }
+        if op.secured:
+            body["security"] = [{"bearer": []}]
+        return body
+
+    def _response(self, op: Operation, status: int, model: Any) -> dict[str, Any]:
+        response: dict[str, Any] = {"description": _DESCRIPTIONS.get(status, "Response")}
+        if status >= 400:
+            response["content"] = {
+                "application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}
+            }
+        elif isinstance(model, list):
+            response["content"] = {"application/json": {"schema": {"type": "array", "items": _ref(model[0])}}}
+        elif model is not None:
+            response["content"] = {"application/json": {"schema": _ref(model)}}
+        if status in op.headers:
+            response["headers"] = op.headers[status]
+        return response
+
+    def install(self, app: Flask) -> None:
+        """Serve ``/openapi.json`` and the Swagger UI page ``/docs`` (assets from the package)."""
+        import swagger_ui_bundle
+
+        assets = swagger_ui_bundle.swagger_ui_path
+        blueprint = Blueprint("openapi", __name__)
+        cached: dict[str, Any] = {}
+
+        @blueprint.get("/openapi.json")
+        def openapi_json() -> Response:
+            if "doc" not in cached:
+                cached["doc"] = self.document()
+            return jsonify(cached["doc"])
+
+        @blueprint.get("/docs")
+        def docs() -> Response:
+            return Response(_DOCS_PAGE.replace("{title}", self.title), mimetype="text/html")
+
+        @blueprint.get("/docs/<path:filename>")
+        def docs_assets(filename: str) -> Response:
+            return send_from_directory(assets, filename, max_age=3600)
+
+        app.register_blueprint(blueprint)
+
+
+def _ref(model: type[BaseModel]) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{model.__name__}"}
+
+
+def _openapi_path(flask_path: str) -> str:
+    return re.sub(r"<(?:\w+:)?(\w+)>", r"{\1}", flask_path)
+
+
+_DOCS_PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>{title}</title>
+<link rel="stylesheet" href="/docs/swagger-ui.css"></head>
+<body><div id="swagger-ui"></div>
+<script src="/docs/swagger-ui-bundle.js"></script>
+<script>window.ui = SwaggerUIBundle({url: "/openapi.json", dom_id: "#swagger-ui"});</script>
+</body></html>
+"""
