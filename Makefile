@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 export PYTHONPATH := $(CURDIR)
 
-.PHONY: help install services migrate keys run test test-unit test-integration test-e2e lint bench down clean
+.PHONY: help install services tools migrate keys run test test-unit test-integration test-e2e lint bench down clean
 
 help:
 	@echo "make run     start servers and every process of the system (Ctrl-C stops them)"
@@ -27,6 +27,9 @@ install: $(BIN)/.installed
 services: install
 	PYTHON=$(BIN)/python bash services/up.sh
 
+tools:
+	bash services/tools.sh
+
 migrate: services
 	$(BIN)/flask --app auth_api db upgrade
 	$(BIN)/flask --app query_api db upgrade
@@ -37,7 +40,7 @@ keys: install
 run: migrate keys
 	exec $(BIN)/honcho start --procfile Procfile
 
-test: migrate keys
+test: migrate keys tools
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
 
@@ -48,7 +51,10 @@ lint: install
 	$(BIN)/ruff check .
 
 bench: migrate keys
-	$(BIN)/python -m bench.run_all
+	$(BIN)/python -m pip install --quiet -r requirements/bench.txt
+	command -v wrk >/dev/null || bash -c 'source services/lib.sh && apt_install wrk' \
+		|| echo "wrk not installed: the read API benchmark uses bench/loadgen.py instead"
+	$(BIN)/python -m bench.run_all $(BENCH_ARGS)
 
 down:
 	bash services/down.sh

@@ -9,8 +9,9 @@ from flask import Flask
 from auth_api.accounts import LockoutPolicy
 from auth_api.extensions import db, jwt, migrate
 from settings import ROOT, load_settings
-from web.app_setup import install_web_conventions
+from web.app_setup import ENGINE_OPTIONS, install_web_conventions
 from web.jwt_setup import jwt_config, read_key
+from web.observability import database_ready, install_observability
 
 
 def create_app(config: dict[str, Any] | None = None) -> Flask:
@@ -18,7 +19,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     app = Flask(__name__)
     app.config.update(
         SQLALCHEMY_DATABASE_URI=settings.auth_database_url,
-        SQLALCHEMY_ENGINE_OPTIONS={"pool_pre_ping": True, "pool_size": 10, "max_overflow": 10},
+        SQLALCHEMY_ENGINE_OPTIONS=ENGINE_OPTIONS,
         # Test runs may pick a cheaper hash; production keeps werkzeug's default (scrypt).
         PASSWORD_HASH_METHOD=_env_hash_method(),
         RELAY_KICK=True,
@@ -37,9 +38,13 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     from auth_api import models  # noqa: F401  (tables known to Flask-Migrate)
     from auth_api.cli import register_cli
     from auth_api.routes import api, bp
+    from auth_api.telemetry import outbox_collectors
 
     app.register_blueprint(bp)
     api.install(app)
+    install_observability(
+        app, "auth_api", readiness=lambda: database_ready(lambda: db.engine), collectors=outbox_collectors
+    )
     register_cli(app)
     return app
 

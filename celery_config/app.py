@@ -9,7 +9,10 @@ from celery.signals import setup_logging
 from kombu import Exchange, Queue
 
 from observability.logs import configure_logging
+from observability.worker_metrics import enable_worker_metrics
 from settings import load_settings
+
+enable_worker_metrics()  # before the task modules import prometheus_client
 
 OUTBOX_QUEUE = "outbox"
 PROJECTIONS_QUEUE = "projections"

@@ -45,6 +45,7 @@ def configure_logging(service: str) -> None:
     root.handlers[:] = [handler]
     root.setLevel(os.environ.get("LOG_LEVEL", "INFO").upper())
     # Library chatter that drowns the events worth reading.
-    # "Task received" lines carry whole batches of events; the outcome lines suffice.
-    for noisy in ("kombu", "amqp", "urllib3", "celery.worker.strategy"):
+    # "Task received/succeeded" lines carry whole batches of events, and beat and an idle relay
+    # would log every second: the tasks log what they did themselves, with request ids.
+    for noisy in ("kombu", "amqp", "urllib3", "celery.worker.strategy", "celery.app.trace", "celery.beat"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

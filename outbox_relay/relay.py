@@ -14,6 +14,8 @@ from typing import Any
 from confluent_kafka import KafkaError, Message, Producer
 from sqlalchemy import Engine, text
 
+from observability.metrics import EVENTS_RELAYED, RELAY_FAILURES
+
 log = logging.getLogger(__name__)
 
 # pg advisory lock key of the relay ("outbox" in ASCII); other relays skip while it is held.
@@ -26,6 +28,7 @@ class RelayResult:
     locked_out: bool = False  # another relay holds the lock
     failed: int = 0  # rows Kafka did not acknowledge; they stay unpublished
     more_pending: bool = False  # stopped on the time budget with rows left
+    request_ids: tuple[str, ...] = ()  # correlation ids of what was published (for the log)
 
 
 def kafka_producer(bootstrap: str, delivery_timeout_ms: int, **overrides: Any) -> Producer:
@@ -57,13 +60,14 @@ def relay_outbox(
     """Publish unpublished rows batch by batch until none are left or time runs out."""
     deadline = time.monotonic() + max_seconds
     published = 0
+    request_ids: list[str] = []
     while True:
         with engine.begin() as conn:
             # A transaction-scoped lock: released by commit, rollback or a dead connection.
             if not conn.execute(
                 text("SELECT pg_try_advisory_xact_lock(:key)"), {"key": RELAY_LOCK_KEY}
             ).scalar():
-                return RelayResult(published=published, locked_out=True)
+                return RelayResult(published=published, locked_out=True, request_ids=tuple(request_ids))
             rows = conn.execute(
                 text(
                     "SELECT id, aggregate_id, payload, headers, event_type FROM outbox"
@@ -72,7 +76,7 @@ def relay_outbox(
                 {"limit": batch_size},
             ).all()
             if not rows:
-                return RelayResult(published=published)
+                return RelayResult(published=published, request_ids=tuple(request_ids))
             delivered = _produce_and_wait(producer, topic, rows, delivery_timeout_s)
             if delivered:
                 conn.execute(
@@ -80,13 +84,20 @@ def relay_outbox(
                     {"ids": delivered},
                 )
             published += len(delivered)
+        EVENTS_RELAYED.inc(len(delivered))
+        done = set(delivered)
+        request_ids.extend(
+            r.headers["request_id"] for r in rows if r.id in done and (r.headers or {}).get("request_id")
+        )
         failed = len(rows) - len(delivered)
+        ids = tuple(request_ids)
         if failed:
-            return RelayResult(published=published, failed=failed)
+            RELAY_FAILURES.inc(failed)
+            return RelayResult(published=published, failed=failed, request_ids=ids)
         if len(rows) < batch_size:
-            return RelayResult(published=published)
+            return RelayResult(published=published, request_ids=ids)
         if time.monotonic() >= deadline:
-            return RelayResult(published=published, more_pending=True)
+            return RelayResult(published=published, more_pending=True, request_ids=ids)
 
 
 def _produce_and_wait(producer: Producer, topic: str, rows: list[Any], timeout_s: float) -> list[int]:

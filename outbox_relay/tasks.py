@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import os
+import threading
 from functools import cache
 
 from celery.signals import worker_process_shutdown
@@ -61,9 +63,13 @@ def relay_outbox_task() -> dict[str, int | bool]:
             log.warning("relay: auth_db unavailable: %s", exc.__class__.__name__)
             return {"published": 0, "failed": 0}
     if result.published:
-        log.info("relay: published %d events", result.published, extra={"published": result.published})
+        log.info(
+            "relay: published %d events",
+            result.published,
+            extra={"published": result.published, "request_ids": sorted(set(result.request_ids))[:200]},
+        )
     if result.more_pending:
-        kick_relay()  # keep draining without waiting for the next beat tick
+        send_kick()  # keep draining without waiting for the next beat tick
     return {"published": result.published, "failed": result.failed, "locked_out": result.locked_out}
 
 
@@ -78,9 +84,53 @@ def purge_outbox_task() -> int:
     return deleted
 
 
-def kick_relay() -> None:
-    """Ask a relay worker to run now. Best effort: beat covers a lost kick within a second."""
+def send_kick() -> None:
+    """Ask a relay worker to run now, in the calling thread. Best effort."""
     try:
         relay_outbox_task.apply_async(expires=10, retry=False)
     except Exception as exc:  # broker down must never fail a committed command
         log.warning("relay kick not sent: %s", exc)
+
+
+class _Kicker:
+    """Sends kicks from one background thread per process.
+
+    With RabbitMQ down, kombu spends about 6 s on a refused connection before giving up, so a
+    kick sent in the request path stalled every command for seconds (8 request threads gave
+    about one registration a second). Here a command only sets a flag; kicks that arrive while
+    one is being sent collapse into one more send, which still covers their commits because
+    the relay reads whatever is unpublished when it runs.
+    """
+
+    def __init__(self) -> None:
+        self._wanted = threading.Event()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._pid = 0
+
+    def kick(self) -> None:
+        if self._thread is None or self._pid != os.getpid() or not self._thread.is_alive():
+            with self._lock:  # first kick in this process (or after a fork): start the sender
+                if self._thread is None or self._pid != os.getpid() or not self._thread.is_alive():
+                    self._wanted = threading.Event()
+                    self._pid = os.getpid()
+                    self._thread = threading.Thread(target=self._run, name="relay-kicker", daemon=True)
+                    self._thread.start()
+        self._wanted.set()
+
+    def _run(self) -> None:
+        wanted = self._wanted
+        while True:
+            wanted.wait()
+            wanted.clear()  # cleared before sending: a kick set meanwhile triggers one more send
+            send_kick()
+
+
+_kicker = _Kicker()
+
+
+def kick_relay() -> None:
+    """Ask a relay worker to run now, without waiting for the broker (see ``_Kicker``).
+
+    Best effort: beat runs the relay every second anyway."""
+    _kicker.kick()

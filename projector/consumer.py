@@ -16,6 +16,7 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
+from observability.metrics import EVENTS_HANDED_OVER
 from query_api.projections import Delivery
 from settings import Settings, load_settings
 
@@ -128,6 +129,12 @@ class Projector:
         self._commit_pending()
         self.batches_sent += 1
         self.events_sent += len(batch)
+        EVENTS_HANDED_OVER.inc(len(batch))
+        log.info(
+            "projector: handed over %d events",
+            len(batch),
+            extra={"request_ids": sorted({d.request_id for _, d in batch if d.request_id})[:200]},
+        )
 
     def _commit_pending(self) -> None:
         if not self._pending:

@@ -59,7 +59,10 @@ class ProcessedEvent(db.Model):
     """One row per applied event, written in the transaction of its effect."""
 
     __tablename__ = "processed_events"
-    __table_args__ = {"schema": READ_MODEL_SCHEMA}
+    __table_args__ = (
+        Index("ix_processed_events_processed_at", "processed_at"),
+        {"schema": READ_MODEL_SCHEMA},
+    )
 
     event_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
     event_type: Mapped[str] = mapped_column(Text, nullable=False)

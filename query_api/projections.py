@@ -215,8 +215,11 @@ def parse_deliveries(
     for delivery in deliveries:
         try:
             event = parse_event(delivery.raw())
-        except (InvalidEvent, ValueError) as exc:
-            poison.append((delivery, str(exc)))
+        except Exception as exc:
+            # Whatever parsing raises marks the event as poison: an exception escaping here
+            # would fail the whole task, and a failed task is acked, losing its good events too.
+            message = str(exc) if isinstance(exc, InvalidEvent) else f"{exc.__class__.__name__}: {exc}"
+            poison.append((delivery, message))
             continue
         if event.type not in HANDLERS:
             poison.append((delivery, f"no projection for event type {event.type!r}"))
@@ -291,14 +294,19 @@ def apply_one_by_one(conn: Connection, deliveries: list[Delivery]) -> BatchRepor
 def record_dead_letter(conn: Connection, delivery: Delivery, error: str) -> None:
     raw = delivery.raw()
     event_id, event_type = _best_effort_ids(raw)
+    value, encoding = delivery.value, delivery.encoding
+    if "\x00" in value:
+        # PostgreSQL text cannot hold NUL (psycopg2 refuses it before sending): such a value
+        # is kept as base64, or recording it would fail and take the whole task down.
+        value, encoding = base64.b64encode(raw).decode("ascii"), "base64"
     stmt = insert(dead_letters).values(
         fingerprint=hashlib.sha256(raw).hexdigest(),
-        event_id=event_id,
-        event_type=event_type,
-        raw=delivery.value,
-        raw_encoding=delivery.encoding,
-        error=error,
-        source=delivery.source,
+        event_id=_storable(event_id),
+        event_type=_storable(event_type),
+        raw=value,
+        raw_encoding=encoding,
+        error=_storable(error),
+        source=_storable(delivery.source),
     )
     conn.execute(
         stmt.on_conflict_do_update(
@@ -314,10 +322,15 @@ def record_dead_letter(conn: Connection, delivery: Delivery, error: str) -> None
     log.warning("dead-lettered an event: %s", error, extra={"event_id": event_id, "source": delivery.source})
 
 
+def _storable(text: str | None) -> str | None:
+    """Text PostgreSQL accepts: a NUL (e.g. a JSON "\\u0000" in the type) is shown escaped."""
+    return text.replace("\x00", "\\x00") if text is not None else None
+
+
 def _best_effort_ids(raw: bytes) -> tuple[str | None, str | None]:
     try:
         document = json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):  # same failures as parse_event's, never raised here
         return None, None
     if not isinstance(document, dict):
         return None, None

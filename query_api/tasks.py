@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import random
+from datetime import UTC, datetime
 from functools import cache
 from typing import Any
 
@@ -11,6 +12,7 @@ from celery import Task
 from flask import Flask
 
 from celery_config.app import PROJECT_TASK, celery_app
+from observability.metrics import EVENTS_PROJECTED, PROJECTION_LAG
 from query_api.projections import BatchReport, Delivery, apply_batch, apply_one_by_one
 from query_api.transient import is_transient
 
@@ -51,6 +53,7 @@ def apply_events_task(self: Task, deliveries: list[dict[str, Any]]) -> dict[str,
             )
             # retry() publishes the new message (confirmed) before this one is acked.
             raise self.retry(countdown=delay, exc=exc) from exc
+    _observe(report)
     log.info(
         "projection: applied %d, duplicates %d, dead-lettered %d",
         report.applied,
@@ -62,6 +65,15 @@ def apply_events_task(self: Task, deliveries: list[dict[str, Any]]) -> dict[str,
         },
     )
     return {"applied": report.applied, "duplicates": report.duplicates, "dead_lettered": report.dead_lettered}
+
+
+def _observe(report: BatchReport) -> None:
+    EVENTS_PROJECTED.labels("applied").inc(report.applied)
+    EVENTS_PROJECTED.labels("duplicate").inc(report.duplicates)
+    EVENTS_PROJECTED.labels("dead_lettered").inc(report.dead_lettered)
+    now = datetime.now(UTC)
+    for event in report.applied_events:
+        PROJECTION_LAG.observe(max(0.0, (now - event.time).total_seconds()))
 
 
 def _apply(engine: Any, items: list[Delivery]) -> BatchReport:

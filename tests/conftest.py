@@ -126,6 +126,7 @@ def system(test_databases: None, broker_vhost: None, topic: str, tmp_path_factor
     try:
         for name in ("relay_worker", "projection_worker", "beat", "projector", "auth_api", "query_api"):
             group.start(name)
+        group.start("flower", {"FLOWER_BASIC_AUTH": "ops:ops-secret"})
         wait_for_port(int(TEST_ENV["AUTH_API_PORT"]))
         wait_for_port(int(TEST_ENV["QUERY_API_PORT"]))
         running.wait_ready()

@@ -15,6 +15,13 @@ from web.problems import register_problem_handlers
 from web.request_id import install_request_id
 
 MAX_BODY_BYTES = 64 * 1024
+# A dead database must fail a request (or a readiness probe) in seconds, not hang it.
+ENGINE_OPTIONS = {
+    "pool_pre_ping": True,
+    "pool_size": 10,
+    "max_overflow": 10,
+    "connect_args": {"connect_timeout": 3},
+}
 
 
 def install_web_conventions(

@@ -15,19 +15,28 @@ from settings import DATA_DIR
 RUN_ID = uuid.uuid4().hex[:8]
 PG = "postgresql+psycopg2://cqrs:cqrs@127.0.0.1:{port}/{db}"
 PG_PORT = os.environ.get("PGPORT", "5432")
+KAFKA_PORT = os.environ.get("KAFKA_PORT", "9092")
+
+
+def _port(name: str, default: str) -> str:
+    # TEST_<NAME> moves a port, so a second checkout (or a second engineer's servers, started
+    # with other PGPORT/RABBITMQ_PORT/KAFKA_PORT and DATA_DIR) can run its own session.
+    return os.environ.get(f"TEST_{name}", default)
+
 
 TEST_ENV = {
     "AUTH_DATABASE_URL": PG.format(port=PG_PORT, db="auth_test"),
     "QUERY_DATABASE_URL": PG.format(port=PG_PORT, db="query_test"),
     "KAFKA_TOPIC": f"user-events-test-{RUN_ID}",
     "PROJECTOR_GROUP_ID": f"query-projector-test-{RUN_ID}",
+    "KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{KAFKA_PORT}",
     "CELERY_BROKER_URL": f"amqp://guest:guest@127.0.0.1:{os.environ.get('RABBITMQ_PORT', '5672')}/cqrs_test",
     # Registration hashes in every test; the production default (scrypt) is tested apart.
     "PASSWORD_HASH_METHOD": "pbkdf2:sha256:1000",
-    "AUTH_API_PORT": "18088",
-    "QUERY_API_PORT": "18089",
-    "FLOWER_PORT": "15555",
-    "PROJECTOR_METRICS_PORT": "19108",
+    "AUTH_API_PORT": _port("AUTH_API_PORT", "18088"),
+    "QUERY_API_PORT": _port("QUERY_API_PORT", "18089"),
+    "FLOWER_PORT": _port("FLOWER_PORT", "15555"),
+    "PROJECTOR_METRICS_PORT": _port("PROJECTOR_METRICS_PORT", "19108"),
     "RELAY_DELIVERY_TIMEOUT_MS": "5000",
     "LOG_LEVEL": "INFO",
     "JWT_PRIVATE_KEY_FILE": str(DATA_DIR / "test-keys" / "jwt_private.pem"),

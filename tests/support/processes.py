@@ -10,12 +10,13 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from settings import ROOT
+from settings import DATA_DIR, ROOT
 
 VENV_BIN = ROOT / ".venv" / "bin"
 # Process-group ids of what a test session started: if pytest itself is killed, the next
 # session stops them (by PID, after checking they are still ours).
-STALE_PIDS = ROOT / ".data" / "test-processes.pids"
+# Under DATA_DIR, so sessions against different servers (DATA_DIR) never stop each other's.
+STALE_PIDS = DATA_DIR / "test-processes.pids"
 
 
 def stop_stale_processes() -> None:
@@ -53,7 +54,7 @@ def commands(env: dict[str, str]) -> dict[str, list[str]]:
             "--concurrency",
             "2",
         ],
-        "beat": [*celery, "beat", "--schedule", str(ROOT / ".data" / "test-celerybeat-schedule")],
+        "beat": [*celery, "beat", "--schedule", str(DATA_DIR / "test-celerybeat-schedule")],
         "projector": [str(VENV_BIN / "python"), "-m", "projector"],
         "flower": [*celery, "flower", "--address=127.0.0.1", f"--port={env['FLOWER_PORT']}"],
     }
@@ -73,8 +74,13 @@ class ProcessGroup:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         log = open(self.log_dir / f"{key}.log", "ab")
         env = {**os.environ, **self.env, "SERVICE_NAME": key, "PYTHONPATH": str(ROOT), **(extra_env or {})}
+        command = commands(self.env)[name]
+        if as_name and "-n" in command:
+            # A second Celery worker of the same kind needs a node name of its own.
+            at = command.index("-n") + 1
+            command = [*command[:at], f"{as_name.replace('_', '-')}-test@%h", *command[at + 1 :]]
         proc = subprocess.Popen(
-            commands(self.env)[name],
+            command,
             cwd=ROOT,
             env=env,
             stdout=log,
@@ -103,6 +109,21 @@ class ProcessGroup:
         else:
             proc.send_signal(sig)
 
+    def kill_and_wait(self, name: str, timeout: float = 10.0) -> None:
+        """SIGKILL the process's whole group (a Celery worker's pool children too) and reap it."""
+        proc = self.procs[name]
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        proc.wait(timeout)
+        # Pool children die with the group; wait until none of the group is left.
+        deadline = time.monotonic() + timeout
+        while _group_alive(proc.pid):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"process group {proc.pid} ({name}) survived SIGKILL")
+            time.sleep(0.05)
+
     def stop(self, name: str, timeout: float = 30.0) -> int | None:
         proc = self.procs.get(name)
         if proc is None or proc.poll() is not None:
@@ -121,6 +142,27 @@ class ProcessGroup:
     def log_text(self, name: str) -> str:
         path = self.log_dir / f"{name}.log"
         return path.read_text(errors="replace") if path.exists() else ""
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # Zombies still count for killpg(0); look for a live member.
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        fields = stat.rsplit(")", 1)[1].split()
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            return True
+    return False
 
 
 def wait_for_port(port: int, timeout: float = 30.0) -> None:

@@ -1,0 +1,45 @@
+"""Metrics of a Celery worker: its pool processes write files, the main process serves them.
+
+Enabled by ``CELERY_METRICS_PORT``. Must run before anything imports prometheus_client,
+because the client picks its multiprocess storage at import time.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import sys
+
+from settings import DATA_DIR
+
+
+def enable_worker_metrics() -> None:
+    port = os.environ.get("CELERY_METRICS_PORT")
+    if not port or "prometheus_client" in sys.modules:
+        return
+    directory = DATA_DIR / "prometheus" / f"celery-{port}-{os.getpid()}"
+    shutil.rmtree(directory, ignore_errors=True)
+    directory.mkdir(parents=True, exist_ok=True)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(directory)
+
+    from celery.signals import worker_process_shutdown, worker_ready
+
+    @worker_ready.connect(weak=False)
+    def _serve(**_: object) -> None:
+        from prometheus_client import CollectorRegistry, multiprocess, start_http_server
+
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+        try:
+            start_http_server(
+                int(port), addr=os.environ.get("CELERY_METRICS_ADDR", "127.0.0.1"), registry=registry
+            )
+        except OSError as exc:  # a second worker on one host: it still works, unscraped
+            logging.getLogger(__name__).warning("metrics port %s unavailable: %s", port, exc)
+
+    @worker_process_shutdown.connect(weak=False)
+    def _forget(**_: object) -> None:
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(os.getpid())
