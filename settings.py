@@ -1,6 +1,7 @@
 """Every setting of every process, read from environment variables with local defaults.
 
-The defaults match what ``services/up.sh`` starts, so a fresh checkout runs as is.
+The defaults match what ``services/up.sh`` starts (including its PGPORT, RABBITMQ_PORT and
+KAFKA_PORT), so a fresh checkout runs as is.
 """
 
 from __future__ import annotations
@@ -30,16 +31,19 @@ def _float(name: str, default: float) -> float:
 class Settings:
     auth_database_url: str = field(
         default_factory=lambda: _env(
-            "AUTH_DATABASE_URL", "postgresql+psycopg2://cqrs:cqrs@127.0.0.1:5432/auth_db"
+            "AUTH_DATABASE_URL", f"postgresql+psycopg2://cqrs:cqrs@127.0.0.1:{_env('PGPORT', '5432')}/auth_db"
         )
     )
     query_database_url: str = field(
         default_factory=lambda: _env(
-            "QUERY_DATABASE_URL", "postgresql+psycopg2://cqrs:cqrs@127.0.0.1:5432/query_db"
+            "QUERY_DATABASE_URL",
+            f"postgresql+psycopg2://cqrs:cqrs@127.0.0.1:{_env('PGPORT', '5432')}/query_db",
         )
     )
     broker_url: str = field(
-        default_factory=lambda: _env("CELERY_BROKER_URL", "amqp://guest:guest@127.0.0.1:5672//")
+        default_factory=lambda: _env(
+            "CELERY_BROKER_URL", f"amqp://guest:guest@127.0.0.1:{_env('RABBITMQ_PORT', '5672')}//"
+        )
     )
     kafka_bootstrap: str = field(default_factory=lambda: _env("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092"))
     kafka_topic: str = field(default_factory=lambda: _env("KAFKA_TOPIC", "user-events"))
