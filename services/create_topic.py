@@ -9,8 +9,8 @@ Defaults come from the environment:
   topic       KAFKA_TOPIC (user-events)
   partitions  KAFKA_PARTITIONS (6)
 Replication factor 1, retention.ms=-1 and retention.bytes=-1 (keep every event). An existing
-topic is fine (its retention settings are set again); if it has fewer partitions than asked
-for, partitions are added. Exits 0 once every partition has a leader, 1 on failure.
+topic is fine (its retention settings are set again); its partition count is never changed
+(that would move keys between partitions). Exits 0 once every partition has a leader, 1 on failure.
 """
 
 from __future__ import annotations
@@ -26,7 +26,6 @@ from confluent_kafka.admin import (
     AlterConfigOpType,
     ConfigEntry,
     ConfigResource,
-    NewPartitions,
     NewTopic,
     ResourceType,
 )
@@ -147,14 +146,12 @@ def main(argv: list[str] | None = None) -> int:
                 log(f"ERROR: topic {args.topic!r} not visible in metadata")
                 return 1
             time.sleep(0.5)
-    if len(parts) < args.partitions:
-        log(f"topic {args.topic!r} has {len(parts)} partitions, increasing to {args.partitions}")
-        fut = admin.create_partitions([NewPartitions(args.topic, args.partitions)])[args.topic]
-        fut.result(timeout=remaining())
-    elif len(parts) > args.partitions:
+    if len(parts) != args.partitions:
+        # Never repartition: a key's partition would change, and one user's events would
+        # then sit in two partitions, losing their order. Changing it is a migration.
         log(
             f"WARNING: topic {args.topic!r} has {len(parts)} partitions "
-            f"(more than {args.partitions}); left as is"
+            f"(not {args.partitions}); left as is"
         )
 
     # 3. wait until every partition has a leader
