@@ -26,6 +26,9 @@ celery_app = Celery("cqrs_user_service", include=["outbox_relay.tasks", "query_a
 celery_app.conf.update(
     broker_url=_settings.broker_url,
     broker_connection_retry_on_startup=True,
+    # Workers keep reconnecting through a broker outage of any length (the default gives
+    # up after 100 attempts, about 50 minutes, and the worker exits).
+    broker_connection_max_retries=None,
     broker_connection_timeout=3,
     # Publisher confirms: apply_async returns only once RabbitMQ has the message.
     broker_transport_options={"confirm_publish": True},

@@ -149,7 +149,8 @@ def parse_event(raw: bytes | str) -> Event:
     """Parse and validate one envelope; raises InvalidEvent for anything else."""
     try:
         document = json.loads(raw)
-    except (ValueError, TypeError) as exc:  # UnicodeDecodeError is a ValueError
+    # UnicodeDecodeError is a ValueError; deeply nested arrays raise RecursionError.
+    except (ValueError, TypeError, RecursionError) as exc:
         raise InvalidEvent(f"not JSON: {exc}") from exc
     if not isinstance(document, dict):
         raise InvalidEvent("envelope is not a JSON object")
@@ -159,12 +160,16 @@ def parse_event(raw: bytes | str) -> Event:
         raise InvalidEvent(f"invalid envelope: {_summary(exc)}") from exc
     if envelope.time.tzinfo is None:
         raise InvalidEvent("invalid envelope: time has no offset")
+    try:
+        time = envelope.time.astimezone(UTC)
+    except OverflowError as exc:  # e.g. 0001-01-01T00:30:00+01:00 is before year 1 in UTC
+        raise InvalidEvent(f"invalid envelope: time out of range: {exc}") from exc
     return Event(
         id=envelope.id,
         type=envelope.type,
         subject=envelope.subject,
         sequence=envelope.sequence,
-        time=envelope.time.astimezone(UTC),
+        time=time,
         data=_validated_data(envelope.type, envelope.data),
         source=envelope.source,
     )

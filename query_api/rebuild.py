@@ -10,16 +10,17 @@
 from __future__ import annotations
 
 import logging
+import re
 import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from confluent_kafka import Consumer, TopicPartition
-from sqlalchemy import Engine, text
+from sqlalchemy import Connection, Engine, text
 
 from query_api.models import READ_MODEL_SCHEMA
-from query_api.projections import Delivery, apply_batch
+from query_api.projections import Delivery, apply_or_split
 from settings import Settings
 
 log = logging.getLogger(__name__)
@@ -59,7 +60,8 @@ def rebuild_read_model(
             try:
                 ends = _end_offsets(consumer, settings.kafka_topic)
                 on_total(sum(ends.values()))
-                starts = dict.fromkeys(ends, 0)
+                # From each partition's first retained offset (0 while retention is forever).
+                starts = _start_offsets(consumer, settings.kafka_topic, ends)
                 next_engine = engine.execution_options(schema_translate_map={READ_MODEL_SCHEMA: NEXT_SCHEMA})
                 _copy_range(
                     consumer, next_engine, settings.kafka_topic, starts, ends, batch_size, report, on_progress
@@ -91,10 +93,48 @@ def _create_next_schema(engine: Engine) -> None:
             conn.execute(
                 text(f"CREATE TABLE {NEXT_SCHEMA}.{table} (LIKE {READ_MODEL_SCHEMA}.{table} INCLUDING ALL)")
             )
+        _keep_index_names(conn)
+
+
+def _keep_index_names(conn: Connection) -> None:
+    """Give the copied indexes the live names.
+
+    LIKE ... INCLUDING ALL names them by PostgreSQL's defaults (``users_email_idx`` for
+    ``ix_users_email``), so after a swap the indexes the migrations created by name were gone
+    under those names, and a later migration or downgrade that drops one by name failed.
+    """
+
+    def by_shape(schema: str) -> dict[tuple[str, str], list[str]]:
+        found: dict[tuple[str, str], list[str]] = {}
+        for table, name, definition in conn.execute(
+            text("SELECT tablename, indexname, indexdef FROM pg_indexes WHERE schemaname = :s ORDER BY 2"),
+            {"s": schema},
+        ):
+            # "CREATE INDEX <name> ON <schema>.<table> USING ..." without name and schema.
+            shape = re.sub(r" INDEX \S+ ON \S+ ", " INDEX ON ", definition)
+            found.setdefault((table, shape), []).append(name)
+        return found
+
+    live = by_shape(READ_MODEL_SCHEMA)
+    for key, copies in by_shape(NEXT_SCHEMA).items():
+        for copy, name in zip(copies, live.get(key, []), strict=False):
+            if copy != name:
+                conn.execute(text(f'ALTER INDEX {NEXT_SCHEMA}."{copy}" RENAME TO "{name}"'))
 
 
 def _swap(engine: Engine) -> None:
     with engine.begin() as conn:
+        # Renaming a schema takes no lock on its tables, and names resolve per statement: a
+        # projection transaction open across the swap would put its processed_events row in
+        # the old schema and its effect in the new one, where the catch-up applies the event
+        # once more (counters counted twice). Locking the live tables first waits for such a
+        # transaction to end; statements that queue behind the lock resolve the name again
+        # once the swap commits and land in the new schema. The order is the workers' own
+        # (processed_events first), so the lock does not deadlock with them.
+        tables = ", ".join(
+            f"{READ_MODEL_SCHEMA}.{table}" for table in ("processed_events", "users", "login_history")
+        )
+        conn.execute(text(f"LOCK TABLE {tables} IN ACCESS EXCLUSIVE MODE"))
         conn.execute(text(f"ALTER SCHEMA {READ_MODEL_SCHEMA} RENAME TO {READ_MODEL_SCHEMA}_old"))
         conn.execute(text(f"ALTER SCHEMA {NEXT_SCHEMA} RENAME TO {READ_MODEL_SCHEMA}"))
     log.info("rebuild: new read model swapped in")
@@ -108,9 +148,14 @@ def _reader(settings: Settings) -> Consumer:
             "group.id": f"rebuild-{uuid.uuid4().hex}",
             "enable.auto.commit": False,
             "enable.partition.eof": False,
+            "auto.offset.reset": "earliest",
             "logger": log,
         }
     )
+
+
+def _start_offsets(consumer: Consumer, topic: str, partitions: dict[int, int]) -> dict[int, int]:
+    return {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=30)[0] for p in partitions}
 
 
 def _end_offsets(consumer: Consumer, topic: str) -> dict[int, int]:
@@ -151,8 +196,9 @@ def _copy_range(
             source = f"{message.topic()}/{partition}/{message.offset()}"
             batch.append(Delivery.from_bytes(message.value(), source))
         if batch:
-            with engine.begin() as conn:
-                result = apply_batch(conn, batch)
+            # Split like the projection task does: one event that breaks the database must be
+            # dead-lettered, not abort the whole rebuild.
+            result = apply_or_split(engine, batch)
             report.events += len(batch)
             report.applied += result.applied
             report.dead_lettered += result.dead_lettered

@@ -13,7 +13,7 @@ from flask import Flask
 
 from celery_config.app import PROJECT_TASK, celery_app
 from observability.metrics import EVENTS_PROJECTED, PROJECTION_LAG
-from query_api.projections import BatchReport, Delivery, apply_batch, apply_one_by_one
+from query_api.projections import BatchReport, Delivery, apply_or_split
 from query_api.transient import is_transient
 
 log = logging.getLogger(__name__)
@@ -40,15 +40,21 @@ def apply_events_task(self: Task, deliveries: list[dict[str, Any]]) -> dict[str,
         from query_api.extensions import db
 
         try:
-            report = _apply(db.engine, items)
+            report = apply_or_split(db.engine, items)
         except Exception as exc:
-            if not is_transient(exc):
-                raise
+            # Events that break the contract or the database were dead-lettered inside
+            # apply_or_split; what reaches here is the database being away, or a fault of
+            # this code or its configuration. Either way the batch is retried (capped
+            # backoff) rather than failed: a failed task is acked, and its events lost.
             delay = retry_delay(self.request.retries)
-            log.warning(
-                "projection: transient database error, retry in %.1f s: %s",
+            transient = is_transient(exc)
+            log.log(
+                logging.WARNING if transient else logging.ERROR,
+                "projection: %s, retry in %.1f s: %s",
+                "transient database error" if transient else "unexpected error",
                 delay,
                 exc.__class__.__name__,
+                exc_info=not transient,
                 extra={"retries": self.request.retries, "events": len(items)},
             )
             # retry() publishes the new message (confirmed) before this one is acked.
@@ -74,16 +80,3 @@ def _observe(report: BatchReport) -> None:
     now = datetime.now(UTC)
     for event in report.applied_events:
         PROJECTION_LAG.observe(max(0.0, (now - event.time).total_seconds()))
-
-
-def _apply(engine: Any, items: list[Delivery]) -> BatchReport:
-    try:
-        with engine.begin() as conn:
-            return apply_batch(conn, items)
-    except Exception as exc:
-        if is_transient(exc):
-            raise
-        # Something in the batch breaks the database: split it so only that event fails.
-        log.warning("projection: batch failed (%s), applying one by one", exc.__class__.__name__)
-    with engine.begin() as conn:
-        return apply_one_by_one(conn, items)

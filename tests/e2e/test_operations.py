@@ -40,9 +40,13 @@ def test_api_metrics_count_requests_by_route_and_status(system):
     system.login(f"nobody-{uuid.uuid4().hex}@example.com")
     after = scrape(url)
     labels = {"service": "auth_api", "route": "/register", "status": "201"}
-    assert metric(after, "http_requests_total", **labels) == metric(before, "http_requests_total", **labels) + 1
+    assert (
+        metric(after, "http_requests_total", **labels) == metric(before, "http_requests_total", **labels) + 1
+    )
     failed = {"route": "/login", "status": "401"}
-    assert metric(after, "http_requests_total", **failed) == metric(before, "http_requests_total", **failed) + 1
+    assert (
+        metric(after, "http_requests_total", **failed) == metric(before, "http_requests_total", **failed) + 1
+    )
     assert metric(after, "http_request_duration_seconds_count", route="/register") >= 1
     query_metrics = scrape(f"{system.query_url}/metrics")
     assert "dead_letters_open" in query_metrics
@@ -64,11 +68,15 @@ def test_outbox_backlog_rises_while_kafka_is_down_and_drains_after(system):
     system.server("kafka", "stop")
     try:
         ids = [system.register()["id"] for _ in range(20)]
-        wait_until(lambda: metric(scrape(url), "outbox_unpublished_rows") >= 20, timeout=30, what="backlog >= 20")
+        wait_until(
+            lambda: metric(scrape(url), "outbox_unpublished_rows") >= 20, timeout=30, what="backlog >= 20"
+        )
         assert metric(scrape(url), "outbox_oldest_unpublished_age_seconds") > 0
     finally:
         system.server("kafka", "start")
-    wait_until(lambda: metric(scrape(url), "outbox_unpublished_rows") == 0, timeout=90, what="backlog drained")
+    wait_until(
+        lambda: metric(scrape(url), "outbox_unpublished_rows") == 0, timeout=90, what="backlog drained"
+    )
     for user_id in ids:
         system.wait_projected(user_id, timeout=60)
 
@@ -96,7 +104,9 @@ def test_flower_lists_the_workers_of_both_queues_and_a_task_that_ran(system):
     system.wait_projected(user["id"])
 
     def workers_by_queue() -> set[str]:
-        response = requests.get(f"{base}/api/workers", auth=FLOWER_AUTH, params={"refresh": "true"}, timeout=30)
+        response = requests.get(
+            f"{base}/api/workers", auth=FLOWER_AUTH, params={"refresh": "true"}, timeout=30
+        )
         if response.status_code != 200:
             return set()
         queues = set()
