@@ -16,10 +16,11 @@ help:
 	@echo "make lint    ruff"
 	@echo "make down    stop PostgreSQL, RabbitMQ and Kafka started by services/up.sh"
 
-$(BIN)/.installed: requirements/base.txt requirements/dev.txt
+# bench.txt includes dev.txt and base.txt: the tests run a tiny pass of every benchmark.
+$(BIN)/.installed: requirements/base.txt requirements/dev.txt requirements/bench.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -r requirements/dev.txt
+	$(BIN)/python -m pip install --quiet -r requirements/bench.txt
 	touch $@
 
 install: $(BIN)/.installed

@@ -1,0 +1,505 @@
+"""End to end: commands at fixed rates through the HTTP API until visible in the read model.
+
+    python -m bench.e2e_bench [--rates 50 200] [--duration 30]
+                              [--ramp 50 100 150 200 300 400 600] [--step 10]
+                              [--login-share 0] [--hash-method pbkdf2:sha256:1000]
+
+Every process of the Procfile that the pipeline needs runs as there (gunicorn auth_api and
+query_api, the relay worker, beat, the projector, one projection worker with concurrency 2),
+on the benchmark's databases, topic, group, vhost and ports. An open-loop load generator in
+another process sends commands at a fixed rate (a slow answer does not slow the sending);
+this process polls ``read_model.processed_events`` every few milliseconds for the event id
+of each answered command.
+
+Lag of one command = the moment its event is seen in the read model (polled: an upper
+bound, within one poll interval) - the moment the client had the answer. The lag from
+``processed_at`` (the projection transaction's start, a lower bound) is reported beside it;
+both clocks are this machine's.
+
+A ramp step is sustained when the commands went out at >= 95% of the rate, every event
+arrived, and neither the lag nor the answer time grew: the median of the step's last third
+is at most 1.5 x that of its first third + 25 ms.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+from bench import common
+from bench.environment import LOG_DIR, apply, run_id
+from bench.machine import machine_busy_seconds, server_pids, tree_cpu_seconds
+from bench.stats import latency_summary, rate_timeline, row, sample
+
+TARGET_P50_MS = 50.0
+TARGET_P99_MS = 250.0
+TARGET_RATE = 50
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    p = common.parser("e2e_bench", __doc__ or "")
+    p.add_argument("--rates", type=float, nargs="+", default=[50, 200])
+    p.add_argument("--duration", type=float, default=30.0, help="seconds per fixed rate")
+    p.add_argument("--ramp", type=float, nargs="*", default=[50, 100, 150, 200, 300, 400, 600])
+    p.add_argument("--step", type=float, default=10.0, help="seconds per ramp step")
+    p.add_argument("--login-share", type=float, default=0.0, help="share of commands that are logins")
+    p.add_argument(
+        "--hash-method",
+        default="pbkdf2:sha256:1000",
+        help="PASSWORD_HASH_METHOD of auth_api (scrypt alone caps a 2-core machine at ~15 commands/s; "
+        "see write_api_bench)",
+    )
+    p.add_argument("--poll-ms", type=float, default=5.0, help="read-model poll interval")
+    p.add_argument("--drain-timeout", type=float, default=60.0)
+    args = p.parse_args(argv)
+    if args.tiny:
+        args.rates = [20.0]
+        args.duration = min(args.duration, 2.0)
+        args.ramp = []
+    rid = run_id()
+    topic = f"user-events-bench-e2e-{rid}"
+    env = apply(
+        tiny=args.tiny,
+        KAFKA_TOPIC=topic,
+        PROJECTOR_GROUP_ID=f"query-projector-bench-e2e-{rid}",
+        PASSWORD_HASH_METHOD=args.hash_method,
+    )
+    started = time.monotonic()
+    result = run(args, env, topic, rid)
+    result["seconds"] = time.monotonic() - started
+    common.write_result(args.out, result)
+    common.print_rows(result)
+    return result
+
+
+def run(args: Any, env: dict[str, str], topic: str, rid: str) -> dict[str, Any]:
+    from bench import resources
+    from bench.processes import Processes, stop_stale_processes, wait_http_ok
+
+    stop_stale_processes()
+    resources.prepare_databases()
+    resources.prepare_vhost()
+    resources.reset_auth()
+    resources.reset_query()
+    resources.create_topic(topic)
+    procs = Processes(env=env, log_dir=LOG_DIR / f"e2e-{rid}")
+    rows: list[dict[str, Any]] = []
+    notes: list[str] = []
+    series: dict[str, Any] = {}
+    watcher = Watcher(resources.query_engine(), args.poll_ms / 1000)
+    port = int(env["AUTH_API_PORT"])
+    try:
+        for name in ("relay_worker", "beat", "projector", "auth_api", "query_api"):
+            procs.start(name)
+        procs.start("projection_worker", concurrency=2)
+        wait_http_ok(port)
+        wait_http_ok(int(env["QUERY_API_PORT"]))
+        procs.wait_celery_ready("relay_worker")
+        procs.wait_celery_ready("projection_worker")
+        procs.wait_for_log("projector", "projector: assigned")
+        emails = _warm_up(watcher, port, args)
+        spec = {"kind": "mix", "login_share": args.login_share, "emails": emails, "prefix": f"e2e-{rid}"}
+
+        breakdowns: list[tuple[str, list[tuple]]] = []
+        for rate in args.rates:
+            pids = {name: procs.pid(name) for name in list(procs.procs)} | server_pids()
+            cpu_before = tree_cpu_seconds(pids)
+            bench_before = _bench_cpu()
+            machine_before, wall_before = machine_busy_seconds(), time.monotonic()
+            profilers = _start_profilers(procs, args, rate)
+            phase = watcher.run_phase(spec, port, rate, args.duration, args.drain_timeout)
+            _finish_profilers(profilers, notes)
+            cpu = {k: v - cpu_before.get(k, 0.0) for k, v in tree_cpu_seconds(pids).items()}
+            bench_cpu = {k: v - bench_before[k] for k, v in _bench_cpu().items()}
+            wall = time.monotonic() - wall_before
+            others = max(
+                0.0, machine_busy_seconds() - machine_before - sum(cpu.values()) - sum(bench_cpu.values())
+            )
+            notes.append(
+                f"e2e at {rate:g}/s: other work on the machine (every process but this benchmark's and "
+                f"the three servers) took {others / wall:.2f} of its {os.cpu_count()} cores during the phase"
+            )
+            sent = max(1, phase["sent"])
+            per_command = ", ".join(
+                f"{k} {1000 * v / sent:.1f}" for k, v in sorted(cpu.items(), key=lambda kv: -kv[1])
+            )
+            own = sum(v for k, v in cpu.items() if k not in ("postgres", "rabbitmq", "kafka"))
+            notes.append(
+                f"e2e at {rate:g}/s: CPU ms per command by process (servers shared with other users "
+                f"of this machine): {per_command}; the system's own processes in all "
+                f"{1000 * own / sent:.1f}; "
+                f"measuring it: poller {1000 * bench_cpu['poller'] / sent:.1f}, "
+                f"load generator {1000 * bench_cpu['load generator'] / sent:.1f}"
+            )
+            label = f"e2e at {rate:g} commands/s ({args.duration:g} s)"
+            lag = phase["lag"]
+            is_target = rate == TARGET_RATE
+            rows.append(
+                row(
+                    f"{label}: lag p50",
+                    _r(lag["p50_ms"]),
+                    "ms",
+                    f"<= {TARGET_P50_MS:g}" if is_target else None,
+                    (lag["p50_ms"] or 1e9) <= TARGET_P50_MS if is_target else None,
+                )
+            )
+            rows.append(row(f"{label}: lag p95", _r(lag["p95_ms"]), "ms"))
+            rows.append(
+                row(
+                    f"{label}: lag p99",
+                    _r(lag["p99_ms"]),
+                    "ms",
+                    f"<= {TARGET_P99_MS:g}" if is_target else None,
+                    (lag["p99_ms"] or 1e9) <= TARGET_P99_MS if is_target else None,
+                )
+            )
+            rows.append(row(f"{label}: lag max", _r(lag["max_ms"]), "ms"))
+            rows.append(
+                row(
+                    f"{label}: lag from processed_at p50 / p99",
+                    f"{_r(phase['lag_processed_at']['p50_ms'])} / {_r(phase['lag_processed_at']['p99_ms'])}",
+                    "ms",
+                )
+            )
+            rows.append(
+                row(
+                    f"{label}: command answer p50 / p99",
+                    f"{_r(phase['answer']['p50_ms'])} / {_r(phase['answer']['p99_ms'])}",
+                    "ms",
+                )
+            )
+            rows.append(row(f"{label}: commands sent", round(phase["achieved_rate"], 1), "per s"))
+            breakdowns.append((label, phase["timings"]))
+            if phase["missing"] or phase["errors"]:
+                notes.append(
+                    f"{label}: {phase['errors']} failed commands, {phase['missing']} events never seen"
+                )
+            series[f"{rate:g}/s"] = phase["series"]
+
+        produced = _kafka_timestamps(topic)
+        notes.append(
+            "where the lag goes: the Kafka record's CreateTime (set by the relay's producer) splits each "
+            "lag in three; the first part is negative when the answer reached the client after the relay "
+            "had already produced the event (the kick leaves before the HTTP answer does)"
+        )
+        for label, timings in breakdowns:
+            for segment, values in _breakdown(timings, produced).items():
+                summary = latency_summary(values)
+                rows.append(
+                    row(
+                        f"{label}: where the lag goes, {segment}: p50 / p99",
+                        f"{_r(summary['p50_ms'])} / {_r(summary['p99_ms'])}",
+                        "ms",
+                    )
+                )
+
+        ramp_steps = []
+        highest = None
+        for rate in args.ramp:
+            phase = watcher.run_phase(spec, port, rate, args.step, args.drain_timeout)
+            verdict = sustained(phase, rate)
+            ramp_steps.append(
+                {
+                    "rate": rate,
+                    "sustained": verdict["ok"],
+                    "why": verdict["why"],
+                    "achieved_rate": round(phase["achieved_rate"], 1),
+                    "lag_p50_ms": _r(phase["lag"]["p50_ms"]),
+                    "lag_p99_ms": _r(phase["lag"]["p99_ms"]),
+                    "series": phase["series"],
+                }
+            )
+            if not verdict["ok"]:
+                break
+            highest = rate
+        if args.ramp:
+            rows.append(
+                row(
+                    f"e2e ramp ({args.step:g} s steps): highest rate sustained without growing lag",
+                    highest if highest is not None else f"< {args.ramp[0]:g}",
+                    "commands/s",
+                )
+            )
+            for step in ramp_steps:
+                verdict = "sustained" if step["sustained"] else "NOT sustained: " + step["why"]
+                notes.append(
+                    f"ramp {step['rate']:g}/s: sent {step['achieved_rate']:g}/s, "
+                    f"lag p50 {step['lag_p50_ms']} ms, p99 {step['lag_p99_ms']} ms -> {verdict}"
+                )
+            series["ramp"] = [{"rate": s["rate"], **s["series"]} for s in ramp_steps]
+        notes.append(
+            f"commands: {100 * (1 - args.login_share):.0f}% POST /register, "
+            f"{100 * args.login_share:.0f}% POST /login; PASSWORD_HASH_METHOD={args.hash_method}; "
+            f"lag polled every {args.poll_ms:g} ms"
+        )
+        relay_runs = procs.log_text("relay_worker").count("relay: published")
+        commands = sum(len(t) for _, t in breakdowns)
+        notes.append(f"relay runs that published events: {relay_runs:,} (for {commands:,} measured commands)")
+    finally:
+        procs.stop_all()
+        watcher.close()
+        resources.delete_topic(topic)
+        resources.reset_auth()
+        resources.reset_query()
+        resources.purge_queues()
+    return {
+        "name": "e2e",
+        "params": {
+            "rates": args.rates,
+            "duration": args.duration,
+            "ramp": args.ramp,
+            "step": args.step,
+            "login_share": args.login_share,
+            "hash_method": args.hash_method,
+        },
+        "rows": rows,
+        "series": {"phases": series},
+        "notes": notes,
+    }
+
+
+def _r(value: float | None) -> float | None:
+    return None if value is None else round(value, 1)
+
+
+def _warm_up(watcher: Watcher, port: int, args: Any) -> list[str]:
+    """Register the users that later log in, and wait until the pipeline has carried them."""
+    count = 5 if args.tiny else 100
+    spec = {"kind": "register", "prefix": "e2e-pool"}
+    phase = watcher.run_phase(spec, port, rate=20, duration=count / 20, drain_timeout=60)
+    if phase["missing"] or phase["errors"]:
+        raise RuntimeError(f"warm-up: {phase['errors']} failed, {phase['missing']} not projected")
+    from sqlalchemy import text
+
+    from bench import resources
+
+    with resources.auth_engine().connect() as conn:
+        return [email for (email,) in conn.execute(text("SELECT email FROM users ORDER BY email"))]
+
+
+def sustained(phase: dict[str, Any], rate: float) -> dict[str, Any]:
+    if phase["errors"] or phase["missing"]:
+        return {"ok": False, "why": f"{phase['errors']} failed, {phase['missing']} never seen"}
+    if phase["achieved_rate"] < 0.95 * rate:
+        return {"ok": False, "why": f"sent only {phase['achieved_rate']:.0f}/s"}
+    for key in ("lag_thirds", "answer_thirds"):
+        first, last = phase[key]
+        if last > 1.5 * first + 25:
+            return {"ok": False, "why": f"{key.split('_')[0]} grew: median {first:.0f} ms -> {last:.0f} ms"}
+    return {"ok": True, "why": ""}
+
+
+class Watcher:
+    """Polls the read model for the event ids of answered commands."""
+
+    def __init__(self, engine: Any, interval: float) -> None:
+        self.raw = engine.raw_connection()
+        self.raw.autocommit = True
+        self.interval = interval
+
+    def close(self) -> None:
+        self.raw.close()
+
+    def _seen(self, ids: list[str]) -> dict[str, float]:
+        with self.raw.cursor() as cur:
+            cur.execute(
+                "SELECT event_id::text, extract(epoch FROM processed_at)::float8"
+                " FROM read_model.processed_events WHERE event_id = ANY(%s::uuid[])",
+                (ids,),
+            )
+            return dict(cur.fetchall())
+
+    def run_phase(
+        self,
+        spec: dict[str, Any],
+        port: int,
+        rate: float,
+        duration: float,
+        drain_timeout: float,
+    ) -> dict[str, Any]:
+        from bench.loadgen import start_open
+
+        proc, sink = start_open(spec, port, rate, duration)
+        records: list[tuple] = []
+        pending: dict[str, tuple] = {}
+        seen: dict[str, tuple[float, float]] = {}
+        finished = False
+        deadline = None
+        try:
+            while True:
+                while True:
+                    try:
+                        item = sink.get_nowait()
+                    except queue.Empty:
+                        break
+                    if item is None:
+                        finished = True
+                        deadline = time.monotonic() + drain_timeout
+                        break
+                    records.append(item)
+                    if item[5]:
+                        pending[item[5]] = item
+                if pending:
+                    found = self._seen(list(pending))
+                    now = time.time()
+                    for event_id, processed_at in found.items():
+                        pending.pop(event_id)
+                        seen[event_id] = (now, processed_at)
+                if finished and (not pending or time.monotonic() > deadline):  # type: ignore[operator]
+                    break
+                if not finished and not proc.is_alive() and sink.empty():
+                    raise RuntimeError("the load generator died")
+                time.sleep(self.interval)
+        finally:
+            proc.join(10)
+            if proc.is_alive():
+                proc.kill()
+        return _phase_stats(records, seen, len(pending))
+
+
+def _phase_stats(records: list[tuple], seen: dict[str, tuple[float, float]], missing: int) -> dict:
+    ok = [r for r in records if 200 <= r[4] < 300 and r[5]]
+    ok.sort(key=lambda r: r[1])
+    lag, lag_pa, answer = [], [], []
+    points = []
+    for r in ok:
+        answer.append((r[3] - r[1]) * 1000)  # from the scheduled send: queueing counts
+        if r[5] in seen:
+            observed, processed_at = seen[r[5]]
+            lag.append((observed - r[3]) * 1000)
+            lag_pa.append((processed_at - r[3]) * 1000)
+            points.append((r[1], (observed - r[3]) * 1000))
+    sent = sorted(r[2] for r in records)
+    achieved = (len(sent) - 1) / (sent[-1] - sent[0]) if len(sent) > 1 and sent[-1] > sent[0] else 0.0
+    t0 = ok[0][1] if ok else 0.0
+    timings = [(r[5], r[3], *seen[r[5]]) for r in ok if r[5] in seen]  # id, answered, seen, processed_at
+    return {
+        "sent": len(records),
+        "timings": timings,
+        "lag": latency_summary(lag),
+        "lag_processed_at": latency_summary(lag_pa),
+        "answer": latency_summary(answer),
+        "achieved_rate": achieved,
+        "errors": len(records) - len(ok),
+        "missing": missing,
+        "lag_thirds": _thirds([(p[0], p[1]) for p in points]),
+        "answer_thirds": _thirds([(r[1], (r[3] - r[1]) * 1000) for r in ok]),
+        "series": {
+            "lag_ms": sample(lag),
+            "lag_t": [round(p[0] - t0, 3) for p in points][:20000],
+            "lag_v": [round(p[1], 2) for p in points][:20000],
+            "sent_per_s": rate_timeline([r[2] for r in records], t0),
+            "visible_per_s": rate_timeline([v[0] for v in seen.values()], t0),
+        },
+    }
+
+
+def _start_profilers(procs: Any, args: Any, rate: float) -> list[tuple[Any, Path]]:
+    """py-spy on every process of the pipeline during the first fixed-rate phase."""
+    if not args.profile or rate != args.rates[0]:
+        return []
+    from bench import profiling
+
+    started = []
+    for name in list(procs.procs):
+        out = args.out.parent / f"profile-e2e-{rate:g}-{name}.collapsed"
+        started.append(
+            (profiling.start_record(procs.pid(name), out, duration=int(min(args.duration, 20))), out)
+        )
+    return started
+
+
+def _finish_profilers(profilers: list[tuple[Any, Path]], notes: list[str]) -> None:
+    from bench import profiling
+
+    for proc, out in profilers:
+        profiling.finish(proc)
+        summary = out.with_suffix(".txt")
+        profiling.summarize(out, summary)
+        notes.append(f"profile: {summary}")
+
+
+def _bench_cpu() -> dict[str, float]:
+    """CPU seconds of this process (the poller) and of its finished children (load generators)."""
+    import resource
+
+    me = resource.getrusage(resource.RUSAGE_SELF)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return {"poller": me.ru_utime + me.ru_stime, "load generator": children.ru_utime + children.ru_stime}
+
+
+def _kafka_timestamps(topic: str) -> dict[str, float]:
+    """Event id -> the record's CreateTime (when the relay produced it), for the whole topic."""
+    import json
+    import uuid
+
+    from confluent_kafka import Consumer, TopicPartition
+
+    from bench.resources import topic_end_offsets
+    from settings import load_settings
+
+    ends = {p: end for p, end in topic_end_offsets(topic).items() if end > 0}
+    consumer = Consumer(
+        {
+            "bootstrap.servers": load_settings().kafka_bootstrap,
+            "group.id": f"bench-reader-{uuid.uuid4().hex}",
+            "enable.auto.commit": False,
+        }
+    )
+    stamps: dict[str, float] = {}
+    try:
+        consumer.assign([TopicPartition(topic, p, 0) for p in ends])
+        positions = dict.fromkeys(ends, 0)
+        deadline = time.monotonic() + 60
+        while any(positions[p] < ends[p] for p in ends) and time.monotonic() < deadline:
+            for message in consumer.consume(1000, 0.5):
+                if message.error() is not None:
+                    continue
+                positions[message.partition()] = message.offset() + 1
+                try:
+                    event_id = json.loads(message.value())["id"]
+                except (ValueError, KeyError, TypeError):
+                    continue
+                stamps[event_id] = message.timestamp()[1] / 1000
+    finally:
+        consumer.close()
+    return stamps
+
+
+def _breakdown(timings: list[tuple], produced: dict[str, float]) -> dict[str, list[float]]:
+    """Split each lag: answer -> Kafka (relay), Kafka -> projection tx start, tx start -> seen."""
+    parts: dict[str, list[float]] = {
+        "answer -> produced to Kafka (kick, relay task)": [],
+        "Kafka -> projection transaction start (projector, Celery, worker)": [],
+        "transaction start -> seen (apply, commit, poll)": [],
+    }
+    names = list(parts)
+    for event_id, answered, seen, processed_at in timings:
+        stamp = produced.get(event_id)
+        if stamp is None:
+            continue
+        parts[names[0]].append((stamp - answered) * 1000)
+        parts[names[1]].append((processed_at - stamp) * 1000)
+        parts[names[2]].append((seen - processed_at) * 1000)
+    return parts
+
+
+def _thirds(points: list[tuple[float, float]]) -> tuple[float, float]:
+    """Median value of the first and of the last third of the phase (by time)."""
+    if len(points) < 6:
+        values = [v for _, v in points] or [0.0]
+        return statistics.median(values), statistics.median(values)
+    points = sorted(points)
+    start, end = points[0][0], points[-1][0]
+    third = (end - start) / 3
+    first = [v for t, v in points if t <= start + third] or [0.0]
+    last = [v for t, v in points if t >= end - third] or [0.0]
+    return statistics.median(first), statistics.median(last)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,133 @@
+"""The benchmarks' own environment: databases, topics, consumer groups, vhost, ports, keys.
+
+``apply()`` must run before any project module is imported (``celery_config`` reads its
+settings at import time). Nothing here runs at import.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+DATA_DIR = Path(os.environ.get("DATA_DIR", ROOT / ".data"))
+RESULTS_DIR = ROOT / "bench" / "results"
+LOG_DIR = DATA_DIR / "bench-logs"
+VHOST = "cqrs_bench"
+# Marks every process the benchmarks start, so a later run can find and stop leftovers by PID.
+MARKER = "CQRS_BENCH_PROCESS"
+
+_PG = "postgresql+psycopg2://cqrs:cqrs@127.0.0.1:{port}/{db}"
+_PG_PORT = os.environ.get("PGPORT", "5432")
+_RABBIT_PORT = os.environ.get("RABBITMQ_PORT", "5672")
+_KAFKA = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", f"127.0.0.1:{os.environ.get('KAFKA_PORT', '9092')}")
+
+BENCH_ENV: dict[str, str] = {
+    "AUTH_DATABASE_URL": _PG.format(port=_PG_PORT, db="auth_bench"),
+    "QUERY_DATABASE_URL": _PG.format(port=_PG_PORT, db="query_bench"),
+    "KAFKA_BOOTSTRAP_SERVERS": _KAFKA,
+    # Each scenario creates (and deletes) its own topic and group; these are placeholders.
+    "KAFKA_TOPIC": "user-events-bench",
+    "PROJECTOR_GROUP_ID": "query-projector-bench",
+    "CELERY_BROKER_URL": f"amqp://guest:guest@127.0.0.1:{_RABBIT_PORT}/{VHOST}",
+    # Ports: these unless taken (or BENCH_<NAME> says otherwise), else a free one; see apply().
+    "AUTH_API_PORT": "38088",
+    "QUERY_API_PORT": "38089",
+    "FLOWER_PORT": "38555",
+    "PROJECTOR_METRICS_PORT": "39108",
+    "JWT_PRIVATE_KEY_FILE": str(DATA_DIR / "bench-keys" / "jwt_private.pem"),
+    "JWT_PUBLIC_KEY_FILE": str(DATA_DIR / "bench-keys" / "jwt_public.pem"),
+    "LOG_LEVEL": "INFO",  # as in production: log lines are part of the cost
+    "PYTHONPATH": str(ROOT),
+}
+
+_FORBIDDEN_DATABASES = {"auth_db", "query_db", "auth_test", "query_test"}
+# A tiny run (``--tiny``, e.g. from the test suite) gets databases and a vhost of its own, so
+# it never empties the tables of a full ``make bench`` running at the same time.
+TINY_SUFFIX = "_tiny"
+_lock_file = None  # held for the life of the process: one benchmark per instance at a time
+
+
+def run_id() -> str:
+    return uuid.uuid4().hex[:8]
+
+
+def check(env: dict[str, str]) -> None:
+    """Refuse an environment that would point a benchmark at dev or test resources."""
+    for key, prefix in (("AUTH_DATABASE_URL", "auth_bench"), ("QUERY_DATABASE_URL", "query_bench")):
+        database = env[key].rsplit("/", 1)[-1]
+        if database in _FORBIDDEN_DATABASES or not database.startswith(prefix):
+            raise RuntimeError(f"{key} must name a {prefix}* database, not {database!r}")
+    if not env["CELERY_BROKER_URL"].rsplit("/", 1)[-1].startswith(VHOST):
+        raise RuntimeError("CELERY_BROKER_URL must use a cqrs_bench* vhost")
+    if "bench" not in env["KAFKA_TOPIC"] or "bench" not in env["PROJECTOR_GROUP_ID"]:
+        raise RuntimeError("the benchmarks use their own topics and consumer groups only")
+
+
+PORTS = ("AUTH_API_PORT", "QUERY_API_PORT", "FLOWER_PORT", "PROJECTOR_METRICS_PORT")
+
+
+def _port_taken(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(0.2)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def choose_ports(env: dict[str, str]) -> dict[str, str]:
+    """Keep each default port if nothing listens there, else take a free one."""
+    chosen = dict(env)
+    for key in PORTS:
+        wanted = os.environ.get(f"BENCH_{key}")
+        if wanted:
+            chosen[key] = wanted
+        elif _port_taken(int(chosen[key])):
+            chosen[key] = str(free_port())
+    return chosen
+
+
+def instance_env(tiny: bool) -> dict[str, str]:
+    """BENCH_ENV, or for a tiny run the same with its own databases and vhost."""
+    env = dict(BENCH_ENV)
+    env["BENCH_VHOST"] = VHOST + (TINY_SUFFIX if tiny else "")
+    if tiny:
+        for key in ("AUTH_DATABASE_URL", "QUERY_DATABASE_URL"):
+            env[key] += TINY_SUFFIX
+        env["CELERY_BROKER_URL"] = env["CELERY_BROKER_URL"].rsplit("/", 1)[0] + "/" + env["BENCH_VHOST"]
+    return env
+
+
+def _take_lock(name: str) -> None:
+    """Wait until no other benchmark process uses the same databases and vhost."""
+    import fcntl
+
+    global _lock_file
+    DATA_DIR.mkdir(parents=True, exist_ok=True)
+    _lock_file = open(DATA_DIR / f"{name}.lock", "w")
+    try:
+        fcntl.flock(_lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        print(f"waiting for another benchmark using {name} to finish", flush=True)
+        fcntl.flock(_lock_file, fcntl.LOCK_EX)
+
+
+def apply(*, tiny: bool = False, **overrides: str) -> dict[str, str]:
+    """Switch this process (and every child it starts) to the benchmark environment.
+
+    Also takes the instance's lock (released when the process exits), so two runs never
+    empty each other's tables."""
+    env = choose_ports({**instance_env(tiny), **overrides})
+    check(env)
+    _take_lock(env["BENCH_VHOST"])
+    os.environ.update(env)
+    from auth_api.keygen import generate_key_pair  # imports nothing that reads settings
+
+    generate_key_pair(Path(env["JWT_PRIVATE_KEY_FILE"]), Path(env["JWT_PUBLIC_KEY_FILE"]))
+    return env

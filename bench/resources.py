@@ -1,0 +1,206 @@
+"""The benchmarks' own databases, topics and vhost: created, migrated and emptied.
+
+Call only after ``bench.environment.apply()``.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from functools import cache
+
+import psycopg2
+from sqlalchemy import Engine, create_engine, text
+from sqlalchemy.engine import make_url
+
+from bench.environment import ROOT, VHOST
+
+READ_MODEL_TABLES = "read_model.users, read_model.login_history, read_model.processed_events, dead_letters"
+
+
+def _admin_connection(url: str) -> psycopg2.extensions.connection:
+    parsed = make_url(url)
+    conn = psycopg2.connect(
+        host=parsed.host, port=parsed.port, user=parsed.username, password=parsed.password, dbname="postgres"
+    )
+    conn.autocommit = True
+    return conn
+
+
+def _create_database(url: str) -> None:
+    name = make_url(url).database
+    conn = _admin_connection(url)
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,))
+            if cur.fetchone() is None:
+                cur.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        conn.close()
+
+
+def prepare_databases() -> None:
+    """Create ``auth_bench``/``query_bench`` if missing and migrate them to head."""
+    from flask_migrate import upgrade
+
+    from auth_api import create_app as create_auth_app
+    from query_api import create_app as create_query_app
+    from settings import load_settings
+
+    settings = load_settings()
+    for url in (settings.auth_database_url, settings.query_database_url):
+        _create_database(url)
+    for factory in (create_auth_app, create_query_app):
+        app = factory({"RELAY_KICK": False})
+        with app.app_context():
+            upgrade()
+            from auth_api.extensions import db as auth_db
+            from query_api.extensions import db as query_db
+
+            for db in (auth_db, query_db):
+                if app in getattr(db, "_app_engines", {}):
+                    db.engine.dispose()
+
+
+@cache
+def auth_engine() -> Engine:
+    from settings import load_settings
+
+    return create_engine(load_settings().auth_database_url, pool_pre_ping=True)
+
+
+@cache
+def query_engine() -> Engine:
+    from settings import load_settings
+
+    return create_engine(load_settings().query_database_url, pool_pre_ping=True)
+
+
+def sql(engine: Engine, statement: str, **params: object) -> object:
+    with engine.begin() as conn:
+        result = conn.execute(text(statement), params)
+        return result.scalar() if result.returns_rows else None
+
+
+def reset_auth() -> None:
+    sql(auth_engine(), "TRUNCATE users, outbox RESTART IDENTITY")
+
+
+def reset_query() -> None:
+    sql(query_engine(), f"TRUNCATE {READ_MODEL_TABLES} RESTART IDENTITY")
+
+
+def vacuum(engine: Engine, table: str) -> None:
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.execute(text(f"VACUUM ANALYZE {table}"))
+
+
+def prepare_vhost() -> None:
+    """The benchmarks' RabbitMQ vhost, with both queues declared and empty."""
+    vhost = os.environ.get("BENCH_VHOST", VHOST)
+    if not _vhost_usable():  # rabbitmqctl boots an Erlang VM: only when needed
+        subprocess.run(["bash", str(ROOT / "services" / "rabbitmq.sh"), "vhost", vhost], check=True)
+    purge_queues()
+
+
+def _vhost_usable() -> bool:
+    from kombu import Connection
+
+    from settings import load_settings
+
+    try:
+        with Connection(load_settings().broker_url, connect_timeout=3) as conn:
+            conn.connect()
+            return True
+    except Exception:  # access refused (no such vhost) or no broker: let the script say
+        return False
+
+
+def purge_queues() -> None:
+    from celery_config.app import celery_app
+
+    with celery_app.connection_for_write() as conn:
+        for queue in celery_app.conf.task_queues:
+            queue.bind(conn.default_channel).declare()
+            queue.bind(conn.default_channel).purge()
+
+
+def queue_depth(queue: str) -> int:
+    from celery_config.app import celery_app
+
+    with celery_app.connection_for_read() as conn:
+        return int(conn.default_channel.queue_declare(queue=queue, passive=True).message_count)
+
+
+# --- Kafka -------------------------------------------------------------------------------
+
+
+def create_topic(name: str, partitions: int = 6) -> None:
+    from confluent_kafka import KafkaException
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    from settings import load_settings
+
+    if "bench" not in name:
+        raise RuntimeError(f"benchmarks create only their own topics, not {name!r}")
+    admin = AdminClient({"bootstrap.servers": load_settings().kafka_bootstrap})
+    futures = admin.create_topics(
+        [NewTopic(name, num_partitions=partitions, replication_factor=1, config={"retention.ms": "-1"})]
+    )
+    for future in futures.values():
+        try:
+            future.result(30)
+        except KafkaException as exc:
+            if "TOPIC_ALREADY_EXISTS" not in str(exc):
+                raise
+    _wait_for_leaders(admin, name, partitions)
+
+
+def _wait_for_leaders(admin: object, name: str, partitions: int, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        topic = admin.list_topics(name, timeout=10).topics.get(name)  # type: ignore[attr-defined]
+        if (
+            topic is not None
+            and topic.error is None
+            and len(topic.partitions) == partitions
+            and all(p.leader >= 0 for p in topic.partitions.values())
+        ):
+            return
+        time.sleep(0.1)
+    raise RuntimeError(f"topic {name} has no leaders after {timeout} s")
+
+
+def delete_topic(name: str) -> None:
+    from confluent_kafka import KafkaException
+    from confluent_kafka.admin import AdminClient
+
+    from settings import load_settings
+
+    if "bench" not in name:
+        raise RuntimeError(f"benchmarks delete only their own topics, not {name!r}")
+    admin = AdminClient({"bootstrap.servers": load_settings().kafka_bootstrap})
+    for future in admin.delete_topics([name], operation_timeout=30).values():
+        try:
+            future.result(30)
+        except KafkaException:
+            pass
+
+
+def topic_end_offsets(name: str) -> dict[int, int]:
+    from confluent_kafka import Consumer, TopicPartition
+
+    from settings import load_settings
+
+    consumer = Consumer(
+        {"bootstrap.servers": load_settings().kafka_bootstrap, "group.id": "bench-watermarks"}
+    )
+    try:
+        partitions = consumer.list_topics(name, timeout=30).topics[name].partitions
+        return {
+            p: consumer.get_watermark_offsets(TopicPartition(name, p), timeout=30)[1]
+            for p in sorted(partitions)
+        }
+    finally:
+        consumer.close()
