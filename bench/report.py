@@ -79,8 +79,13 @@ def to_markdown(document: dict[str, Any]) -> str:
     out = [
         "# Benchmark results",
         "",
-        f"- when: {meta.get('started')} ({'tiny run' if meta.get('tiny') else 'full run'}, "
-        f"{meta.get('seconds', 0):.0f} s in all)",
+        f"- when: {meta.get('started')} ({'tiny run' if meta.get('tiny') else 'full sizes'}, "
+        f"{meta.get('seconds', 0):.0f} s in all"
+        + (
+            "; a partial run: the other benchmarks' rows come from earlier runs, see below)"
+            if meta.get("partial")
+            else ")"
+        ),
         f"- command: `{meta.get('command')}`",
         f"- machine: {meta.get('cpus')} cores, git {meta.get('git')}",
         "",
@@ -95,10 +100,13 @@ def to_markdown(document: dict[str, Any]) -> str:
         quiet = run.get("machine_before") or {}
         out.append(f"## {name}")
         out.append("")
-        out.append(
-            f"- `{run.get('command')}`: {run.get('seconds', 0):.1f} s; machine busy before the start "
-            f"{100 * quiet.get('busy_before', 0):.0f}% (load {quiet.get('loadavg_1m', '?')})"
+        busy = (
+            f"; machine busy before the start {100 * quiet.get('busy_before', 0):.0f}% "
+            f"(load {quiet.get('loadavg_1m', '?')})"
+            if quiet
+            else ""
         )
+        out.append(f"- `{run.get('command')}`: {run.get('seconds', 0):.1f} s{busy}")
         out.extend(f"- {note}" for note in notes)
         out.append("")
     if document.get("plots"):

@@ -99,8 +99,16 @@ def vacuum(engine: Engine, table: str) -> None:
 def prepare_vhost() -> None:
     """The benchmarks' RabbitMQ vhost, with both queues declared and empty."""
     vhost = os.environ.get("BENCH_VHOST", VHOST)
-    if not _vhost_usable():  # rabbitmqctl boots an Erlang VM: only when needed
-        subprocess.run(["bash", str(ROOT / "services" / "rabbitmq.sh"), "vhost", vhost], check=True)
+    # rabbitmqctl boots an Erlang VM: only when the vhost is not usable already. The broker
+    # may be restarting (other people's fault-injection tests share it): retry for a while.
+    deadline = time.monotonic() + 120
+    while not _vhost_usable():
+        script = subprocess.run(["bash", str(ROOT / "services" / "rabbitmq.sh"), "vhost", vhost], check=False)
+        if script.returncode == 0 and _vhost_usable():
+            break
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"RabbitMQ vhost {vhost} not usable after 120 s")
+        time.sleep(3)
     purge_queues()
 
 

@@ -113,9 +113,12 @@ def main(argv: list[str] | None = None) -> int:
             "command": shown,
             "machine_before": machine,
         }
+    if args.only or args.skip:
+        _keep_earlier_results(results_dir, summaries)
     meta = {
         "started": started_at,
         "tiny": args.tiny,
+        "partial": bool(args.only or args.skip),
         "seconds": time.monotonic() - started,
         "command": "python -m bench.run_all " + " ".join(argv if argv is not None else sys.argv[1:]),
         "cpus": os.cpu_count(),
@@ -125,6 +128,24 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nresults: {results_dir}/results.md, results.json, " + ", ".join(document["plots"]))
     print(f"total {time.monotonic() - started:.1f} s")
     return 0 if all(s["ok"] for s in summaries.values()) else 1
+
+
+def _keep_earlier_results(results_dir: Path, summaries: dict[str, dict[str, Any]]) -> None:
+    """A partial run (--only/--skip) keeps in the report what earlier runs left in the folder."""
+    import json
+
+    for name in SCRIPTS:
+        path = results_dir / f"{name}.json"
+        if name in summaries or not path.exists():
+            continue
+        earlier = json.loads(path.read_text())
+        summaries[name] = {
+            "ok": True,
+            "error": "",
+            "seconds": round(earlier.get("seconds", 0.0), 1),
+            "command": f"(an earlier run, finished {earlier.get('finished_at', '?')})",
+            "machine_before": {},
+        }
 
 
 if __name__ == "__main__":
