@@ -7,13 +7,14 @@ BIN := $(VENV)/bin
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 export PYTHONPATH := $(CURDIR)
 
-.PHONY: help install services tools migrate keys run test test-unit test-integration test-e2e lint bench down clean
+.PHONY: help install services tools migrate keys run test test-unit lint bench down clean
 
 help:
 	@echo "make run     start servers and every process of the system (Ctrl-C stops them)"
 	@echo "make test    start servers and run the whole test suite"
 	@echo "make bench   run the benchmarks (results in bench/results/)"
-	@echo "make lint    ruff"
+	@echo "make test-unit  the tests that need no server (seconds)"
+	@echo "make lint    ruff and the import-layer contracts"
 	@echo "make down    stop PostgreSQL, RabbitMQ and Kafka started by services/up.sh"
 
 # bench.txt includes dev.txt and base.txt: the tests run a tiny pass of every benchmark.
@@ -41,15 +42,15 @@ keys: install
 run: migrate keys
 	exec $(BIN)/honcho start --procfile Procfile
 
-test: migrate keys tools
-	$(BIN)/ruff check .
+test: migrate keys tools lint
 	$(BIN)/python -m pytest
 
 test-unit: install
-	$(BIN)/python -m pytest tests/unit
+	$(BIN)/python -m pytest tests/unit -q
 
 lint: install
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports
 
 bench: migrate keys
 	$(BIN)/python -m pip install --quiet -r requirements/bench.txt

@@ -1,12 +1,14 @@
-"""Gunicorn settings for both APIs (bind address comes from the command line)."""
+"""Gunicorn settings for both APIs (the bind address comes from the command line)."""
 
 import os
 import shutil
-from pathlib import Path
 
-workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
+from settings import load_settings
+
+_settings = load_settings()
+workers = _settings.web_workers
 worker_class = "gthread"
-threads = int(os.environ.get("WEB_THREADS", "4"))
+threads = _settings.web_threads
 # SIGTERM: stop accepting, let running requests finish for up to this long.
 graceful_timeout = 20
 timeout = 30
@@ -15,13 +17,9 @@ accesslog = None  # the apps log their own JSON lines
 errorlog = "-"
 
 # Prometheus multiprocess mode: every worker writes its own metric files, /metrics merges
-# them. The variable must be set before prometheus_client is first imported (workers are
-# forks of this master and inherit its modules), hence plain os/shutil here.
-_metrics_dir = (
-    Path(os.environ.get("DATA_DIR", ".data"))
-    / "prometheus"
-    / (f"{os.environ.get('SERVICE_NAME', 'api')}-{os.getpid()}")
-)
+# them. prometheus_client reads the directory from the environment when first imported
+# (workers are forks of this master and inherit its modules), hence it is set here.
+_metrics_dir = _settings.data_dir / "prometheus" / f"{_settings.service_name}-{os.getpid()}"
 shutil.rmtree(_metrics_dir, ignore_errors=True)
 _metrics_dir.mkdir(parents=True, exist_ok=True)
 os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(_metrics_dir)

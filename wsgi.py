@@ -1,12 +1,46 @@
-"""Gunicorn entry points: ``gunicorn wsgi:auth_app`` and ``gunicorn wsgi:query_app``."""
+"""Gunicorn entry points, one app per process: ``gunicorn wsgi:auth_app`` or ``wsgi:query_app``.
 
-import os
+Each name is built on first access, so a read API process never builds the write API (and
+never reads the private signing key), and the other way round.
+"""
 
-from auth_api import create_app as create_auth_app
-from observability.logs import configure_logging
-from query_api import create_app as create_query_app
+from __future__ import annotations
 
-configure_logging(os.environ.get("SERVICE_NAME", "api"))
+from collections.abc import Callable
+from typing import Any
 
-auth_app = create_auth_app()
-query_app = create_query_app()
+from flask import Flask
+
+from settings import load_settings
+
+
+def _auth_app() -> Flask:
+    from auth_api import create_app
+
+    return create_app(_settings())
+
+
+def _query_app() -> Flask:
+    from query_api import create_app
+
+    return create_app(_settings())
+
+
+def _settings() -> Any:
+    from observability.logs import configure_logging
+
+    settings = load_settings()
+    configure_logging(settings.service_name, settings.log_level)
+    return settings
+
+
+_FACTORIES: dict[str, Callable[[], Flask]] = {"auth_app": _auth_app, "query_app": _query_app}
+_built: dict[str, Flask] = {}
+
+
+def __getattr__(name: str) -> Flask:
+    if name not in _FACTORIES:
+        raise AttributeError(f"module 'wsgi' has no attribute {name!r}")
+    if name not in _built:
+        _built[name] = _FACTORIES[name]()
+    return _built[name]

@@ -5,8 +5,7 @@ from __future__ import annotations
 import click
 from flask import Flask, current_app
 
-from auth_api.accounts import AccountService, CommandContext, UnknownUser
-from auth_api.extensions import db
+from auth_api import commands
 
 
 def register_cli(app: Flask) -> None:
@@ -29,12 +28,13 @@ def _change_role(email: str, role: str, *, grant: bool) -> None:
     role = role.strip().lower()
     if not role or len(role) > 64:
         raise click.BadParameter("a role is 1 to 64 characters", param_hint="ROLE")
-    service = AccountService(session=db.session, on_commit=current_app.extensions["relay_kick"])
+    uow = current_app.extensions["write_side"].unit_of_work()
     try:
-        user, event_id = service.change_role(email, role, grant=grant, ctx=CommandContext())
-    except UnknownUser as exc:
+        outcome = commands.change_role(uow, email, role, grant=grant)
+    except commands.UnknownUser as exc:
         raise click.ClickException(f"no user with email {email!r}") from exc
-    if event_id is None:
-        click.echo(f"{user.email} roles unchanged: {', '.join(user.roles)}")
+    roles = ", ".join(outcome.account.roles)
+    if outcome.event_id is None:
+        click.echo(f"{outcome.account.email} roles unchanged: {roles}")
     else:
-        click.echo(f"{user.email} roles: {', '.join(user.roles)} (event {event_id})")
+        click.echo(f"{outcome.account.email} roles: {roles} (event {outcome.event_id})")

@@ -18,6 +18,7 @@ def generate_key_pair(private_path: Path, public_path: Path) -> bool:
     if private_path.exists():
         return False
     private_path.parent.mkdir(parents=True, exist_ok=True)
+    public_path.parent.mkdir(parents=True, exist_ok=True)
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     private_pem = key.private_bytes(
         serialization.Encoding.PEM,

@@ -1,22 +1,39 @@
-"""The write model (``auth_db``): users and the transactional outbox."""
+"""The write model (``auth_db``): the ``User`` aggregate and the transactional outbox.
+
+A ``User`` changes only through its methods, and each change records its event with the
+next aggregate version; the unit of work stages those events in the outbox in the same
+transaction as the row (``auth_api.unit_of_work``).
+"""
 
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import BigInteger, DateTime, Index, Integer, LargeBinary, Text, func, text
+from sqlalchemy import BigInteger, DateTime, Index, Integer, LargeBinary, Text, func, orm, text
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
 from sqlalchemy.orm import Mapped, mapped_column
 
 from auth_api.extensions import db
+from auth_api.lockout import FailureCount, LockoutPolicy
+from event_contract import Event, new_event
+
+
+@dataclass(frozen=True)
+class Device:
+    """Where a command came from: recorded in login events, never logged."""
+
+    ip: str | None = None
+    user_agent: str | None = None
 
 
 class User(db.Model):
     __tablename__ = "users"
 
     id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
-    # Stored normalized (trimmed, lower-cased), so the unique index is case-insensitive.
+    # Stored normalized (``auth_api.emails``), so the unique index is case-insensitive.
     email: Mapped[str] = mapped_column(Text, unique=True, nullable=False)
     password_hash: Mapped[str] = mapped_column(Text, nullable=False)
     roles: Mapped[list[str]] = mapped_column(ARRAY(Text), nullable=False)
@@ -29,13 +46,82 @@ class User(db.Model):
         DateTime(timezone=True), nullable=False, server_default=func.now()
     )
 
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.events: list[Event] = []
+
+    @orm.reconstructor
+    def _loaded(self) -> None:
+        self.events = []  # SQLAlchemy does not call __init__ for rows it loads
+
+    @classmethod
+    def register(cls, email: str, password_hash: str, now: datetime) -> User:
+        user = cls(
+            id=uuid.uuid4(),
+            email=email,
+            password_hash=password_hash,
+            roles=["user"],
+            version=0,
+            failed_attempts=0,
+        )
+        user._record("UserRegistered", {"email": email, "roles": list(user.roles)}, now)
+        return user
+
+    # --- login ---
+
+    @property
+    def failure_count(self) -> FailureCount:
+        return FailureCount(self.failed_attempts or 0, self.first_failed_at, self.locked_until)
+
+    def log_in(self, device: Device, now: datetime, new_password_hash: str | None = None) -> Event:
+        self._set_failures(FailureCount())
+        if new_password_hash is not None:  # a hash of an older scheme, upgraded on success
+            self.password_hash = new_password_hash
+        return self._record(
+            "UserLoggedIn", {"email": self.email, "ip": device.ip, "user_agent": device.user_agent}, now
+        )
+
+    def fail_login(self, device: Device, reason: str, now: datetime, policy: LockoutPolicy | None) -> bool:
+        """Record a failed login; with a policy it counts. True if this failure locked the account."""
+        locked = False
+        if policy is not None:
+            after = self.failure_count.after_failure(policy, now)
+            locked = after.locked_until != self.locked_until
+            self._set_failures(after)
+        data = {"email": self.email, "ip": device.ip, "user_agent": device.user_agent, "reason": reason}
+        self._record("UserLoginFailed", data, now)
+        return locked
+
+    # --- roles ---
+
+    def change_role(self, role: str, *, grant: bool, now: datetime) -> Event | None:
+        """Grant or revoke ``role``; None (and no event) when nothing changes."""
+        if (role in self.roles) == grant:
+            return None
+        roles = set(self.roles) | {role} if grant else set(self.roles) - {role}
+        self.roles = sorted(roles)
+        return self._record(
+            "UserRoleGranted" if grant else "UserRoleRevoked", {"role": role, "roles": list(self.roles)}, now
+        )
+
+    def _set_failures(self, count: FailureCount) -> None:
+        self.failed_attempts = count.failures
+        self.first_failed_at = count.first_failed_at
+        self.locked_until = count.locked_until
+
+    def _record(self, event_type: str, data: dict[str, Any], now: datetime) -> Event:
+        self.version = (self.version or 0) + 1
+        event = new_event(event_type, self.id, self.version, data, time=now)
+        self.events.append(event)
+        return event
+
 
 class OutboxMessage(db.Model):
     __tablename__ = "outbox"
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
     event_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), unique=True, nullable=False)
-    aggregate_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), nullable=False)
+    user_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), nullable=False)
     event_type: Mapped[str] = mapped_column(Text, nullable=False)
     # The serialized CloudEvent, published byte for byte.
     payload: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)

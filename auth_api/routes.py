@@ -1,19 +1,17 @@
-"""HTTP endpoints of the write API; business rules live in ``accounts``."""
+"""HTTP endpoints of the write API: thin, the rules live in ``auth_api.commands``."""
 
 from __future__ import annotations
+
+import uuid
 
 from flask import Blueprint, current_app, g, jsonify, request
 from flask.typing import ResponseReturnValue
 from flask_jwt_extended import create_access_token, create_refresh_token, get_jwt, jwt_required
 
-from auth_api.accounts import (
-    AccountLocked,
-    AccountService,
-    CommandContext,
-    EmailTaken,
-    InvalidCredentials,
-)
-from auth_api.extensions import db
+from auth_api import commands
+from auth_api.bootstrap import WriteSide
+from auth_api.commands import Account, AccountLocked, EmailTaken, InvalidCredentials
+from auth_api.models import Device
 from auth_api.schemas import LoginRequest, LoginResponse, RefreshResponse, RegisterRequest, RegisterResponse
 from web.json_body import read_json
 from web.openapi import ApiDocument
@@ -31,36 +29,36 @@ BODY_ERRORS = {400: None, 413: None, 415: None, 422: None}
 RETRY_AFTER = {429: {"Retry-After": {"schema": {"type": "integer"}, "description": "Seconds to wait"}}}
 
 
-def _service() -> AccountService:
-    return AccountService(
-        session=db.session,
-        hash_method=current_app.config["PASSWORD_HASH_METHOD"],
-        lockout=current_app.extensions["lockout_policy"],
-        on_commit=current_app.extensions["relay_kick"],
-    )
+def _write_side() -> WriteSide:
+    return current_app.extensions["write_side"]
 
 
-def _context() -> CommandContext:
+def _device() -> Device:
     agent = request.headers.get("User-Agent")
-    return CommandContext(
-        ip=(request.remote_addr or None),
-        user_agent=agent[:512] if agent else None,
-        request_id=g.get("request_id"),
-    )
+    return Device(ip=request.remote_addr or None, user_agent=agent[:512] if agent else None)
+
+
+def _headers() -> dict[str, str]:
+    """Outbox headers: the correlation id travels with the event."""
+    request_id = g.get("request_id")
+    return {"request_id": request_id} if request_id else {}
 
 
 def _access_ttl() -> int:
     return int(current_app.config["JWT_ACCESS_TOKEN_EXPIRES"].total_seconds())
 
 
-@bp.get("/health")
-@api.operation("get", "/health", "Liveness", responses={200: None})
+def _claims(account: Account) -> dict[str, object]:
+    return {"roles": list(account.roles), "email": account.email}
+
+
+@api.route(bp, "get", "/health", "Liveness", responses={200: None})
 def health() -> ResponseReturnValue:
     return jsonify(status="OK")
 
 
-@bp.post("/register")
-@api.operation(
+@api.route(
+    bp,
     "post",
     "/register",
     "Register a user (emits UserRegistered)",
@@ -69,16 +67,19 @@ def health() -> ResponseReturnValue:
 )
 def register() -> ResponseReturnValue:
     body = read_json(RegisterRequest)
+    side = _write_side()
     try:
-        user, event_id = _service().register(body.email, body.password, _context())
+        outcome = commands.register(
+            side.unit_of_work(), side.hasher, body.email, body.password, headers=_headers()
+        )
     except EmailTaken as exc:
         raise Problem(409, "Conflict", "This email is already registered.") from exc
-    answer = RegisterResponse(id=str(user.id), event_id=str(event_id))
+    answer = RegisterResponse(id=str(outcome.account.id), event_id=str(outcome.event_id))
     return jsonify(answer.model_dump()), 201
 
 
-@bp.post("/login")
-@api.operation(
+@api.route(
+    bp,
     "post",
     "/login",
     "Log in (emits UserLoggedIn or UserLoginFailed)",
@@ -88,8 +89,17 @@ def register() -> ResponseReturnValue:
 )
 def login() -> ResponseReturnValue:
     body = read_json(LoginRequest)
+    side = _write_side()
     try:
-        user, event_id = _service().log_in(body.email, body.password, _context())
+        outcome = commands.log_in(
+            side.unit_of_work(),
+            side.hasher,
+            side.lockout,
+            body.email,
+            body.password,
+            _device(),
+            headers=_headers(),
+        )
     except InvalidCredentials as exc:
         raise Problem(
             401,
@@ -105,21 +115,22 @@ def login() -> ResponseReturnValue:
             headers={"Retry-After": str(exc.retry_after)},
             retry_after=exc.retry_after,
         ) from exc
-    claims = {"roles": list(user.roles), "email": user.email}
-    access = create_access_token(identity=str(user.id), additional_claims=claims)
-    refresh = create_refresh_token(identity=str(user.id), additional_claims=claims)
+    claims = _claims(outcome.account)
+    identity = str(outcome.account.id)
+    access = create_access_token(identity=identity, additional_claims=claims)
+    refresh = create_refresh_token(identity=identity, additional_claims=claims)
     answer = LoginResponse(
         token=access,
         access_token=access,
         refresh_token=refresh,
         expires_in=_access_ttl(),
-        event_id=str(event_id),
+        event_id=str(outcome.event_id),
     )
     return jsonify(answer.model_dump())
 
 
-@bp.post("/refresh")
-@api.operation(
+@api.route(
+    bp,
     "post",
     "/refresh",
     "A new access token for a refresh token",
@@ -128,14 +139,13 @@ def login() -> ResponseReturnValue:
 )
 @jwt_required(refresh=True)
 def refresh() -> ResponseReturnValue:
-    claims = get_jwt()
     # Roles are re-read from the write model: a revoked role does not survive a refresh.
-    from auth_api.models import User
-
-    user = db.session.get(User, claims["sub"])
-    if user is None:
+    try:
+        user_id = uuid.UUID(str(get_jwt()["sub"]))
+    except (KeyError, ValueError) as exc:
+        raise Problem(401, "Unauthorized", "The token has no valid subject.") from exc
+    account = commands.current_account(_write_side().unit_of_work(), user_id)
+    if account is None:
         raise Problem(401, "Unauthorized", "The user of this token no longer exists.")
-    access = create_access_token(
-        identity=str(user.id), additional_claims={"roles": list(user.roles), "email": user.email}
-    )
+    access = create_access_token(identity=str(account.id), additional_claims=_claims(account))
     return jsonify(RefreshResponse(access_token=access, expires_in=_access_ttl()).model_dump())

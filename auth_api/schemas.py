@@ -34,10 +34,6 @@ class LoginRequest(_Body):
     password: str = Field(min_length=1, max_length=128, examples=["correct horse battery"])
 
 
-class RefreshRequest(_Body):
-    pass
-
-
 class RegisterResponse(BaseModel):
     id: str
     event_id: str

@@ -108,7 +108,6 @@ def _latest(current: Any, candidate: Any) -> Any:
 def apply_batch(conn: Any, deliveries: list[Any]) -> Any:
     """Drop-in for ``query_api.projections.apply_batch`` (same report, same read model)."""
     from psycopg2.extras import execute_values
-
     from query_api.projections import BatchReport, parse_deliveries, record_dead_letter
 
     good, poison = parse_deliveries(deliveries)
@@ -180,12 +179,12 @@ def check(events_count: int = 3000, batch: int = 100, seed: int = 7) -> bool:
     import uuid
     from datetime import UTC, datetime, timedelta
 
+    from query_api.projections import Delivery
+    from query_api.projections import apply_batch as current
     from sqlalchemy import text
 
     from bench import resources
     from event_contract import new_event, serialize_event
-    from query_api.projections import Delivery
-    from query_api.projections import apply_batch as current
 
     rnd = random.Random(seed)
     base = datetime(2026, 1, 1, tzinfo=UTC)

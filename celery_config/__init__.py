@@ -1,11 +1,7 @@
-"""The one Celery app of the system: queues, routes, beat schedule, reliability settings.
+"""The one Celery configuration of the system (``app.make_celery``); workers start from
+``celery_config.worker``, one command per queue, so each scales on its own:
 
-Run a worker per queue so each scales on its own:
-    celery -A celery_config worker -Q outbox       # the relay
-    celery -A celery_config worker -Q projections  # the projection workers
-    celery -A celery_config beat                   # exactly one
+    celery -A celery_config.worker worker -Q outbox       # the relay
+    celery -A celery_config.worker worker -Q projections  # the projection workers
+    celery -A celery_config.worker beat                   # exactly one
 """
-
-from celery_config.app import celery_app
-
-__all__ = ["celery_app"]

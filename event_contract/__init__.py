@@ -1,15 +1,16 @@
-"""The user-events contract: the only place that builds or parses events.
+"""The user-events contract: the only place that builds or parses events and Kafka records.
 
-Events travel on the Kafka topic ``user-events`` keyed by user id, as CloudEvents 1.0
-JSON envelopes. ``sequence`` is the user's aggregate version. New fields are added only
-as optional ones (parsers ignore what they do not know); a breaking change is a new type.
+Events travel on the Kafka topic ``user-events`` (a setting) keyed by user id, as
+CloudEvents 1.0 JSON envelopes. ``sequence`` is the user's aggregate version; the user id
+is ``subject`` on the wire and ``user_id`` in code. New fields are added only as optional
+ones (parsers ignore what they do not know); a breaking change is a new type.
 """
 
+from event_contract.delivery import Delivery, KafkaRecord
 from event_contract.envelope import (
     CONTENT_TYPE,
     EVENT_TYPES,
     SPEC_VERSION,
-    TOPIC,
     Event,
     InvalidEvent,
     new_event,
@@ -21,9 +22,10 @@ __all__ = [
     "CONTENT_TYPE",
     "EVENT_TYPES",
     "SPEC_VERSION",
-    "TOPIC",
+    "Delivery",
     "Event",
     "InvalidEvent",
+    "KafkaRecord",
     "new_event",
     "parse_event",
     "serialize_event",

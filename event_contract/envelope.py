@@ -10,7 +10,6 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-TOPIC = "user-events"
 SPEC_VERSION = "1.0"
 CONTENT_TYPE = "application/json"
 DEFAULT_SOURCE = "/auth_api"
@@ -83,15 +82,11 @@ class Event:
 
     id: uuid.UUID
     type: str
-    subject: uuid.UUID
+    user_id: uuid.UUID  # CloudEvents ``subject`` on the wire
     sequence: int
     time: datetime
     data: dict[str, Any]
     source: str = DEFAULT_SOURCE
-
-    @property
-    def user_id(self) -> uuid.UUID:
-        return self.subject
 
     def to_cloudevent(self) -> dict[str, Any]:
         return {
@@ -99,7 +94,7 @@ class Event:
             "id": str(self.id),
             "type": self.type,
             "source": self.source,
-            "subject": str(self.subject),
+            "subject": str(self.user_id),
             "time": self.time.isoformat().replace("+00:00", "Z"),
             "sequence": self.sequence,
             "datacontenttype": CONTENT_TYPE,
@@ -119,7 +114,7 @@ def _validated_data(event_type: str, data: dict[str, Any]) -> dict[str, Any]:
 
 def new_event(
     event_type: str,
-    subject: uuid.UUID,
+    user_id: uuid.UUID,
     sequence: int,
     data: dict[str, Any],
     *,
@@ -133,7 +128,7 @@ def new_event(
     return Event(
         id=event_id or uuid.uuid4(),
         type=event_type,
-        subject=subject,
+        user_id=user_id,
         sequence=sequence,
         time=(time or datetime.now(UTC)).astimezone(UTC),
         data=_validated_data(event_type, data),
@@ -167,7 +162,7 @@ def parse_event(raw: bytes | str) -> Event:
     return Event(
         id=envelope.id,
         type=envelope.type,
-        subject=envelope.subject,
+        user_id=envelope.subject,
         sequence=envelope.sequence,
         time=time,
         data=_validated_data(envelope.type, envelope.data),

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import sys
 from datetime import UTC, datetime
 
@@ -37,13 +36,13 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, default=str)
 
 
-def configure_logging(service: str) -> None:
-    """Route every logger to stderr as JSON lines; LOG_LEVEL sets the threshold."""
+def configure_logging(service: str, level: str = "INFO") -> None:
+    """Route every logger to stderr as JSON lines at ``level`` and above."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter(service))
     root = logging.getLogger()
     root.handlers[:] = [handler]
-    root.setLevel(os.environ.get("LOG_LEVEL", "INFO").upper())
+    root.setLevel(level.upper())
     # Library chatter that drowns the events worth reading.
     # "Task received/succeeded" lines carry whole batches of events, and beat and an idle relay
     # would log every second: the tasks log what they did themselves, with request ids.

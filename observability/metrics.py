@@ -8,9 +8,7 @@ process writes its own files and a scrape merges them.
 from __future__ import annotations
 
 import os
-import shutil
 from collections.abc import Callable, Iterable
-from pathlib import Path
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -55,18 +53,6 @@ EVENTS_PROJECTED = Counter("projection_events_total", "Events by outcome in the 
 PROJECTION_LAG = Histogram(
     "projection_lag_seconds", "From the event's time to its effect in the read model", buckets=LAG_BUCKETS
 )
-
-
-def prepare_multiprocess_dir(path: Path) -> None:
-    """An empty directory for this server's metric files (stale files would add up)."""
-    shutil.rmtree(path, ignore_errors=True)
-    path.mkdir(parents=True, exist_ok=True)
-    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(path)
-
-
-def mark_process_dead(pid: int) -> None:
-    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        multiprocess.mark_process_dead(pid)
 
 
 class CallbackCollector(Collector):

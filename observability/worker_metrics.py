@@ -1,6 +1,6 @@
 """Metrics of a Celery worker: its pool processes write files, the main process serves them.
 
-Enabled by ``CELERY_METRICS_PORT``. Must run before anything imports prometheus_client,
+Enabled by the ``CELERY_METRICS_PORT`` setting. Must run before anything imports prometheus_client,
 because the client picks its multiprocess storage at import time.
 """
 
@@ -11,16 +11,17 @@ import os
 import shutil
 import sys
 
-from settings import DATA_DIR
+from settings import Settings
 
 
-def enable_worker_metrics() -> None:
-    port = os.environ.get("CELERY_METRICS_PORT")
+def enable_worker_metrics(settings: Settings) -> None:
+    port = settings.celery_metrics_port
     if not port or "prometheus_client" in sys.modules:
         return
-    directory = DATA_DIR / "prometheus" / f"celery-{port}-{os.getpid()}"
+    directory = settings.data_dir / "prometheus" / f"celery-{port}-{os.getpid()}"
     shutil.rmtree(directory, ignore_errors=True)
     directory.mkdir(parents=True, exist_ok=True)
+    # prometheus_client reads its storage directory from the environment, in every fork.
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(directory)
 
     from celery.signals import worker_process_shutdown, worker_ready
@@ -33,7 +34,7 @@ def enable_worker_metrics() -> None:
         multiprocess.MultiProcessCollector(registry)
         try:
             start_http_server(
-                int(port), addr=os.environ.get("CELERY_METRICS_ADDR", "127.0.0.1"), registry=registry
+                port, addr=settings.metrics_address, registry=registry
             )
         except OSError as exc:  # a second worker on one host: it still works, unscraped
             logging.getLogger(__name__).warning("metrics port %s unavailable: %s", port, exc)

@@ -70,7 +70,7 @@ def relay_outbox(
                 return RelayResult(published=published, locked_out=True, request_ids=tuple(request_ids))
             rows = conn.execute(
                 text(
-                    "SELECT id, aggregate_id, payload, headers, event_type FROM outbox"
+                    "SELECT id, user_id, payload, headers, event_type FROM outbox"
                     " WHERE published_at IS NULL ORDER BY id LIMIT :limit"
                 ),
                 {"limit": batch_size},
@@ -123,7 +123,7 @@ def _produce_and_wait(producer: Producer, topic: str, rows: list[Any], timeout_s
             try:
                 producer.produce(
                     topic,
-                    key=str(row.aggregate_id).encode(),
+                    key=str(row.user_id).encode(),
                     value=bytes(row.payload),
                     headers=headers,
                     on_delivery=report(row.id),

@@ -9,7 +9,7 @@ from flask import current_app, request
 from sqlalchemy import select
 
 from query_api.extensions import db
-from query_api.models import ProcessedEvent
+from read_model import ProcessedEvent
 from web.problems import Problem
 
 HEADER = "X-Consistency-Token"

@@ -21,9 +21,9 @@ from query_api.access import caller_id, require_admin, require_self_or_admin
 from query_api.consistency import HEADER as CONSISTENCY_HEADER
 from query_api.consistency import wait_for_consistency_token
 from query_api.extensions import db
-from query_api.models import LoginHistoryEntry, UserView
 from query_api.paging import MAX_LIMIT, decode_cursor, encode_cursor, read_limit
 from query_api.schemas import HealthOut, LoginOut, UserOut
+from read_model import LoginHistoryEntry, UserView
 from web.openapi import ApiDocument
 from web.problems import Problem
 
@@ -56,14 +56,13 @@ def data_endpoint(view: Callable[..., ResponseReturnValue]) -> Callable[..., Res
     return guarded
 
 
-@bp.get("/health")
-@api.operation("get", "/health", "Liveness", responses={200: HealthOut})
+@api.route(bp, "get", "/health", "Liveness", responses={200: HealthOut})
 def health() -> ResponseReturnValue:
     return jsonify(status="OK")
 
 
-@bp.get("/users")
-@api.operation(
+@api.route(
+    bp,
     "get",
     "/users",
     "All users (admin only), keyset-paginated, filter by email",
@@ -91,8 +90,8 @@ def list_users() -> ResponseReturnValue:
     return _paged([user_json(u) for u in users[:limit]], next_cursor, "query.list_users")
 
 
-@bp.get("/users/me")
-@api.operation(
+@api.route(
+    bp,
     "get",
     "/users/me",
     "The caller's own user",
@@ -105,8 +104,8 @@ def get_me() -> ResponseReturnValue:
     return jsonify(user_json(_find_user(caller_id())))
 
 
-@bp.get("/users/<user_id>")
-@api.operation(
+@api.route(
+    bp,
     "get",
     "/users/<user_id>",
     "One user (the user itself or an admin)",
@@ -121,8 +120,8 @@ def get_user(user_id: str) -> ResponseReturnValue:
     return jsonify(user_json(_find_user(wanted)))
 
 
-@bp.get("/users/me/logins")
-@api.operation(
+@api.route(
+    bp,
     "get",
     "/users/me/logins",
     "The caller's login history, newest first",
@@ -136,8 +135,8 @@ def my_logins() -> ResponseReturnValue:
     return _logins(_find_user(caller_id()), "query.my_logins")
 
 
-@bp.get("/users/<user_id>/logins")
-@api.operation(
+@api.route(
+    bp,
     "get",
     "/users/<user_id>/logins",
     "A user's login history, newest first (the user or an admin)",

@@ -1,7 +1,7 @@
 """Fixtures shared by every test layer.
 
-The environment is switched to the test session's own databases, topic, consumer group
-and RabbitMQ vhost before any project module is imported.
+The code under test gets the test session's own Settings (databases, topic, consumer group,
+RabbitMQ vhost, ports); the processes the tests start get the same as their environment.
 """
 
 from __future__ import annotations
@@ -12,13 +12,15 @@ environment.apply()
 
 import subprocess  # noqa: E402
 from collections.abc import Iterator  # noqa: E402
+from dataclasses import replace  # noqa: E402
 from typing import Any  # noqa: E402
 
 import psycopg2  # noqa: E402
 import pytest  # noqa: E402
 from flask import Flask  # noqa: E402
 
-from settings import ROOT, load_settings  # noqa: E402
+from settings import ROOT, Settings  # noqa: E402
+from tests.support.environment import TEST_SETTINGS  # noqa: E402
 from tests.support.kafka_tools import create_topic, delete_topic  # noqa: E402
 
 UNIT_ONLY = "tests/unit"
@@ -29,9 +31,13 @@ def _needs_servers(config: pytest.Config) -> bool:
     return not args or any(UNIT_ONLY not in a for a in args)
 
 
+# Commands in the test process do not kick a relay: the tests run relays themselves.
+QUIET_SETTINGS = replace(TEST_SETTINGS, relay_kick=False)
+
+
 @pytest.fixture(scope="session")
-def settings() -> Any:
-    return load_settings()
+def settings() -> Settings:
+    return TEST_SETTINGS
 
 
 @pytest.fixture(scope="session")
@@ -45,7 +51,7 @@ def test_databases(settings: Any) -> None:
     from query_api import create_app as create_query_app
 
     for factory in (create_auth_app, create_query_app):
-        app = factory({"RELAY_KICK": False})
+        app = factory(QUIET_SETTINGS)
         with app.app_context():
             upgrade()
     _sql(settings.auth_database_url, "TRUNCATE users, outbox")
@@ -59,8 +65,9 @@ def test_databases(settings: Any) -> None:
 def broker_vhost(settings: Any) -> None:
     """The session's RabbitMQ vhost, emptied of tasks a previous run left behind."""
     subprocess.run(["bash", str(ROOT / "services" / "rabbitmq.sh"), "vhost", "cqrs_test"], check=True)
-    from celery_config.app import celery_app
+    from celery_config.app import make_celery
 
+    celery_app = make_celery(settings)
     with celery_app.connection_for_write() as conn:
         for queue in celery_app.conf.task_queues:
             queue.bind(conn.default_channel).declare()
@@ -78,14 +85,14 @@ def topic(settings: Any) -> Iterator[str]:
 def auth_app(test_databases: None) -> Flask:
     from auth_api import create_app
 
-    return create_app({"RELAY_KICK": False, "TESTING": True})
+    return create_app(QUIET_SETTINGS, {"TESTING": True})
 
 
 @pytest.fixture(scope="session")
 def query_app(test_databases: None) -> Flask:
     from query_api import create_app
 
-    return create_app({"TESTING": True})
+    return create_app(QUIET_SETTINGS, {"TESTING": True})
 
 
 def _create_database(url: str) -> None:

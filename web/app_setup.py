@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from flask import Flask, Response
@@ -10,6 +9,7 @@ from flask_jwt_extended import JWTManager
 from flask_migrate import Migrate
 from flask_sqlalchemy import SQLAlchemy
 
+from settings import Settings
 from web.jwt_setup import install_jwt_problems
 from web.problems import register_problem_handlers
 from web.request_id import install_request_id
@@ -25,7 +25,7 @@ ENGINE_OPTIONS = {
 
 
 def install_web_conventions(
-    app: Flask, db: SQLAlchemy, migrate: Migrate, jwt: JWTManager, *, migrations: Path
+    app: Flask, settings: Settings, db: SQLAlchemy, migrate: Migrate, jwt: JWTManager, *, migrations: Path
 ) -> None:
     """Bind the app's extensions and install what both APIs do alike."""
     db.init_app(app)
@@ -37,11 +37,10 @@ def install_web_conventions(
     app.json.sort_keys = False  # type: ignore[attr-defined]
     register_problem_handlers(app)
     install_request_id(app)
-    origins = [o.strip() for o in os.environ.get("CORS_ORIGINS", "").split(",") if o.strip()]
-    if origins:  # CORS is off unless origins are configured
+    if settings.cors_origins:  # CORS is off unless origins are configured
         from flask_cors import CORS
 
-        CORS(app, origins=origins, expose_headers=["Link", "X-Request-ID", "Retry-After"])
+        CORS(app, origins=list(settings.cors_origins), expose_headers=["Link", "X-Request-ID", "Retry-After"])
 
     @app.after_request
     def _security_headers(response: Response) -> Response:

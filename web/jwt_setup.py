@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
 from flask import Response
 from flask_jwt_extended import JWTManager
 
+from settings import Settings
 from web.problems import problem_response
 
 _CHALLENGE = {"WWW-Authenticate": "Bearer"}
@@ -39,34 +39,35 @@ def install_jwt_problems(jwt: JWTManager) -> None:
         return _unauthorized("The token was rejected.")
 
 
-def jwt_config(private_key: str | None, public_key: str | None) -> dict[str, Any]:
-    """Settings both apps share; only the write side gets a private key.
+def jwt_config(settings: Settings, *, signing: bool) -> dict[str, Any]:
+    """JWT settings of an app; only the write side (``signing``) ever reads the private key.
 
     The PEM texts are parsed once here: PyJWT given a PEM string parses (and validates) the
     RSA key on every token, about 50 ms each, which made a login cost over 100 ms.
     """
-    from datetime import timedelta
-
     from cryptography.hazmat.primitives.serialization import load_pem_private_key, load_pem_public_key
 
+    private_key = (
+        _read_key(settings.jwt_private_key_pem, settings.jwt_private_key_file) if signing else None
+    )
+    public_key = _read_key(settings.jwt_public_key_pem, settings.jwt_public_key_file)
     return {
         "JWT_ALGORITHM": "RS256",
         "JWT_DECODE_ALGORITHMS": ["RS256"],
         "JWT_PRIVATE_KEY": load_pem_private_key(private_key.encode(), None) if private_key else None,
         "JWT_PUBLIC_KEY": load_pem_public_key(public_key.encode()) if public_key else None,
         "JWT_TOKEN_LOCATION": ["headers"],
-        "JWT_ACCESS_TOKEN_EXPIRES": timedelta(minutes=15),
-        "JWT_REFRESH_TOKEN_EXPIRES": timedelta(days=7),
+        "JWT_ACCESS_TOKEN_EXPIRES": settings.jwt_access_ttl,
+        "JWT_REFRESH_TOKEN_EXPIRES": settings.jwt_refresh_ttl,
         "JWT_ENCODE_ISSUER": "auth_api",
         "JWT_DECODE_ISSUER": "auth_api",
         "JWT_ERROR_MESSAGE_KEY": "detail",
     }
 
 
-def read_key(env_name: str, path: str) -> str | None:
-    """A PEM key from the environment variable itself, else from the file, else None."""
-    inline = os.environ.get(env_name)
+def _read_key(inline: str | None, path: str) -> str | None:
+    """A PEM key given inline, else from the file, else None."""
     if inline:
-        return inline.replace("\\n", "\n")
+        return inline
     file = Path(path)
     return file.read_text() if file.is_file() else None

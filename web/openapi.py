@@ -1,8 +1,9 @@
 """OpenAPI 3.1 documents built from the pydantic models that validate and shape the bodies.
 
-Routes register their operation here (``@api.operation(...)``), so the document, the request
-validation (``read_json(Model)``) and the responses (``Model(...).model_dump()``) share one
-definition. ``/openapi.json`` serves the document, ``/docs`` an interactive Swagger UI page.
+Routes are declared here (``@api.route(bp, "post", "/register", ...)``), so the route, the
+document, the request validation (``read_json(Model)``) and the responses
+(``Model(...).model_dump()``) share one definition. ``/openapi.json`` serves the document,
+``/docs`` an interactive Swagger UI page.
 """
 
 from __future__ import annotations
@@ -73,12 +74,14 @@ class ApiDocument:
         self.description = description
         self.operations: list[Operation] = []
 
-    def operation(self, method: str, path: str, summary: str, **details: Any) -> Callable[[F], F]:
-        """Record the operation of the decorated view (the view itself is unchanged)."""
+    def route(
+        self, blueprint: Blueprint, method: str, path: str, summary: str, **details: Any
+    ) -> Callable[[F], F]:
+        """Route the decorated view on ``blueprint`` and document it: one definition of both."""
 
         def record(view: F) -> F:
             self.operations.append(Operation(method.lower(), path, summary, **details))
-            return view
+            return blueprint.route(path, methods=[method.upper()])(view)
 
         return record
 

@@ -11,8 +11,8 @@ from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 from sqlalchemy import text
 
-from event_contract import Event, new_event, serialize_event
-from query_api.projections import Delivery, apply_batch
+from event_contract import Delivery, Event, new_event, serialize_event
+from projector.projection.apply import apply_batch
 from tests.support.read_model import query_engine, rows
 
 T0 = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
@@ -98,8 +98,8 @@ def _forget(user_ids: list[str], event_ids: list[str]) -> None:
 def _model(events: list[Event]) -> dict[str, dict]:
     """The read model of each user, computed from the stream in plain Python."""
     users: dict[str, dict] = {}
-    for event in sorted(events, key=lambda e: (e.subject, e.sequence)):
-        user = users.setdefault(str(event.subject), {"login_count": 0, "failed_login_count": 0, "logins": 0})
+    for event in sorted(events, key=lambda e: (e.user_id, e.sequence)):
+        user = users.setdefault(str(event.user_id), {"login_count": 0, "failed_login_count": 0, "logins": 0})
         user["version"] = event.sequence
         if event.type == "UserRegistered":
             user.update(email=event.data["email"], registered_at=event.time, roles=event.data["roles"])
@@ -120,14 +120,14 @@ def _model(events: list[Event]) -> dict[str, dict]:
 def test_any_order_duplication_and_batching_converges(test_databases, data):
     events = data.draw(user_streams(), label="events")
     batches = data.draw(deliveries_in_batches(events), label="batches")
-    user_ids = sorted({str(e.subject) for e in events})
+    user_ids = sorted({str(e.user_id) for e in events})
     event_ids = [str(e.id) for e in events]
     try:
         # The reference: in version order, each event once, one transaction each.
         _apply(
             [
                 [Delivery.from_bytes(serialize_event(e))]
-                for e in sorted(events, key=lambda e: (e.subject, e.sequence))
+                for e in sorted(events, key=lambda e: (e.user_id, e.sequence))
             ]
         )
         in_order = _state(user_ids)

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import subprocess
 import uuid
 from datetime import UTC, datetime
 
@@ -13,7 +11,8 @@ import pytest
 from sqlalchemy import text
 
 from event_contract import new_event, serialize_event
-from settings import ROOT
+from tests.support.cli import projector_cli
+from tests.support.environment import TEST_SETTINGS
 from tests.support.pipeline import (
     Burst,
     assert_projected_exactly_once,
@@ -103,7 +102,7 @@ def test_poison_is_dead_lettered_among_good_events_and_nothing_is_stuck(system, 
     after = user_histories(5, logins=1, failures=0, tag="after-poison")  # 10 events
     # Poison sits between good events, in the partitions of good users: batches mix both.
     records: list[tuple[bytes | None, bytes | None]] = []
-    good = [(str(e.subject).encode(), serialize_event(e)) for e in before.events]
+    good = [(str(e.user_id).encode(), serialize_event(e)) for e in before.events]
     for n, (value, _) in enumerate(poisons.values()):
         records.extend(good[n * 8 : (n + 1) * 8])
         records.append((good[n * 8][0], value))
@@ -133,15 +132,16 @@ def test_poison_is_dead_lettered_among_good_events_and_nothing_is_stuck(system, 
 
 def test_a_batch_with_an_event_the_database_rejects_is_split(system):
     """The whole batch is one task: only the event that breaks the database is dead-lettered."""
-    from celery_config.app import PROJECT_TASK, celery_app
-    from query_api.projections import Delivery
+    from celery_config.app import PROJECT_TASK, make_celery
+    from event_contract import Delivery
 
     burst = user_histories(20, logins=1, failures=1, tag="split")  # 60 events
     token = uuid.uuid4().hex
     breaking = _json(_envelope(token, sequence=2**31))  # valid by contract; integer column overflows
     deliveries = [Delivery.from_bytes(serialize_event(e), "test/split") for e in burst.events]
     deliveries.insert(30, Delivery.from_bytes(breaking, "test/split"))
-    celery_app.send_task(PROJECT_TASK, args=[[d.to_dict() for d in deliveries]], queue="projections")
+    batch = [d.to_dict() for d in deliveries]
+    make_celery(TEST_SETTINGS).send_task(PROJECT_TASK, args=[batch], queue="projections")
 
     assert_projected_exactly_once(burst)
     [letter] = _dead_letters([hashlib.sha256(breaking).hexdigest()])
@@ -150,15 +150,8 @@ def test_a_batch_with_an_event_the_database_rejects_is_split(system):
     assert "applying one by one" in system.processes.log_text("projection_worker")
 
 
-def _flask(*args: str) -> str:
-    result = subprocess.run(
-        [str(ROOT / ".venv" / "bin" / "flask"), "--app", "query_api", *args],
-        cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+def _operator(*args: str) -> str:
+    result = projector_cli(*args)
     assert result.returncode == 0, result.stderr[-2000:]
     return result.stdout
 
@@ -209,26 +202,26 @@ def test_dead_letters_can_be_listed_and_replayed_after_a_fix(system, users_refus
     assert "check constraint" in fixable_letter["error"]
     assert fixable_letter["event_id"] == str(blocked.id)
 
-    listing = _flask("dead-letters", "list")
+    listing = _operator("dead-letters", "list")
     assert "\topen\t" in _listed(listing, fixable_letter["id"])
     assert f"event={blocked.id}" in _listed(listing, fixable_letter["id"])
     assert "not JSON" in _listed(listing, poison_letter["id"])
 
     # Before the fix, replay changes nothing and says so.
-    out = _flask("dead-letters", "replay", str(fixable_letter["id"]))
+    out = _operator("dead-letters", "replay", str(fixable_letter["id"]))
     assert "replayed 1, resolved 0, still failing 1" in out
     assert read_user(str(user)) is None
 
     users_refuse_blocked_emails()  # the fix
-    out = _flask("dead-letters", "replay", str(fixable_letter["id"]), str(poison_letter["id"]))
+    out = _operator("dead-letters", "replay", str(fixable_letter["id"]), str(poison_letter["id"]))
     assert "replayed 2, resolved 1, still failing 1" in out
     projected = read_user(str(user))
     assert projected is not None and projected["email"] == f"blocked-{token}@example.com"
 
-    listing = _flask("dead-letters", "list")
+    listing = _operator("dead-letters", "list")
     assert _listed(listing, fixable_letter["id"]) is None  # resolved: no longer listed
     assert "\topen\t" in _listed(listing, poison_letter["id"])
-    assert "\tresolved\t" in _listed(_flask("dead-letters", "list", "--all"), fixable_letter["id"])
+    assert "\tresolved\t" in _listed(_operator("dead-letters", "list", "--all"), fixable_letter["id"])
     [still_open] = _dead_letters([poison_letter["fingerprint"]])
     assert still_open["attempts"] == poison_letter["attempts"] + 1  # replayed once, failed again
     burst = Burst()

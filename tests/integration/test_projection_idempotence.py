@@ -7,8 +7,8 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import text
 
-from event_contract import new_event, serialize_event
-from query_api.projections import Delivery, apply_batch
+from event_contract import Delivery, new_event, serialize_event
+from projector.projection.apply import apply_batch
 from tests.support.read_model import query_engine, rows, scalar
 
 T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)

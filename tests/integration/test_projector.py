@@ -9,8 +9,10 @@ import uuid
 import pytest
 from confluent_kafka import Consumer, Producer
 
+from celery_config.app import make_celery
 from event_contract import new_event, serialize_event
-from projector.consumer import Projector, celery_publisher, consumer_config
+from projector.handoff import Projector, celery_publisher, consumer_config
+from tests.support.environment import TEST_SETTINGS
 from tests.support.kafka_tools import committed_offsets, delete_topic, fresh_topic
 from tests.support.waiting import wait_until
 
@@ -27,11 +29,9 @@ def topic_name(settings):
 @pytest.fixture
 def probe_queue(broker_vhost):
     """A queue of its own, so no worker consumes what this test publishes."""
-    from celery_config.app import celery_app
-
     name = f"projections-probe-{uuid.uuid4().hex[:8]}"
     yield name
-    with celery_app.connection_for_write() as conn:
+    with make_celery(TEST_SETTINGS).connection_for_write() as conn:
         conn.default_channel.queue_delete(name)
 
 
@@ -45,10 +45,8 @@ def _produce(bootstrap: str, topic: str, count: int) -> None:
 
 
 def _queued_events(queue: str) -> list[dict]:
-    from celery_config.app import celery_app
-
     events = []
-    with celery_app.connection_for_write() as conn:
+    with make_celery(TEST_SETTINGS).connection_for_write() as conn:
         channel = conn.default_channel
         while (message := channel.basic_get(queue, no_ack=True)) is not None:
             body = json.loads(message.body)
@@ -59,7 +57,7 @@ def _queued_events(queue: str) -> list[dict]:
 def test_offsets_are_committed_only_after_the_broker_confirmed(settings, topic_name, probe_queue):
     _produce(settings.kafka_bootstrap, topic_name, 300)
     group = f"projector-test-{uuid.uuid4().hex[:8]}"
-    real_publish, queue_depth = celery_publisher(probe_queue)
+    real_publish, queue_depth = celery_publisher(TEST_SETTINGS, probe_queue)
     attempts = {"failed": 0, "published": 0}
     seen_uncommitted = []
 
@@ -120,7 +118,7 @@ def test_a_batch_that_was_never_confirmed_is_redelivered(settings, topic_name, p
     runner.join(30)
     assert set(committed_offsets(settings.kafka_bootstrap, group, topic_name).values()) == {UNSET}
 
-    publish, _ = celery_publisher(probe_queue)
+    publish, _ = celery_publisher(TEST_SETTINGS, probe_queue)
     second = Projector(
         Consumer(consumer_config(settings, **{"group.id": group})), topic_name, publish, batch_size=40
     )

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
 import threading
 import time
 import uuid
@@ -11,11 +9,11 @@ import uuid
 import pytest
 from sqlalchemy import create_engine, text
 
-from event_contract import new_event, serialize_event
-from query_api import rebuild
-from query_api.effects import apply_events
-from query_api.projections import Delivery, apply_batch, claim_new
-from settings import ROOT
+from event_contract import Delivery, new_event, serialize_event
+from projector.projection import rebuild
+from projector.projection.apply import apply_batch, claim_new
+from projector.projection.folds import apply_events
+from tests.support.cli import projector_cli
 from tests.support.databases import scratch_database
 from tests.support.pipeline import (
     Burst,
@@ -55,7 +53,9 @@ def test_the_swap_waits_for_a_projection_transaction_that_spans_it(settings):
     applies each event exactly once (no login counted twice)."""
     from query_api import create_app
 
-    with scratch_database(settings.query_database_url, create_app, "swap") as app:
+    with scratch_database(
+        settings.query_database_url, lambda config: create_app(settings, config), "swap"
+    ) as app:
         engine = create_engine(app.config["SQLALCHEMY_DATABASE_URI"])
         try:
             rebuild._create_next_schema(engine)
@@ -185,7 +185,7 @@ def test_rebuild_while_the_query_api_serves_and_events_keep_coming(system, setti
     document = breaking.to_cloudevent() | {"sequence": 2**31}
     import json
 
-    produce_raw([(str(breaking.subject).encode(), json.dumps(document).encode())])
+    produce_raw([(str(breaking.user_id).encode(), json.dumps(document).encode())])
     reader = system.register()
     login = system.login(reader["email"])
     assert login.status_code == 200
@@ -217,22 +217,7 @@ def test_rebuild_while_the_query_api_serves_and_events_keep_coming(system, setti
     produced_before = len(trickle.burst.event_ids)
     started = time.monotonic()
     try:
-        result = subprocess.run(
-            [
-                str(ROOT / ".venv" / "bin" / "flask"),
-                "--app",
-                "query_api",
-                "projections",
-                "rebuild",
-                "--batch-size",
-                "200",
-            ],
-            cwd=ROOT,
-            env={**os.environ, "PYTHONPATH": str(ROOT)},
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
+        result = projector_cli("rebuild", "--batch-size", "200", timeout=300)
         took = time.monotonic() - started
         produced_during = len(trickle.burst.event_ids) - produced_before
     finally:

@@ -6,12 +6,17 @@ import json
 import threading
 import uuid
 from collections import defaultdict
+from dataclasses import replace
 
 import pytest
 from sqlalchemy import text
 
-from auth_api.accounts import AccountService, CommandContext
+from auth_api import commands
 from auth_api.extensions import db
+from auth_api.lockout import LockoutPolicy
+from auth_api.models import Device
+from auth_api.passwords import PasswordHasher
+from auth_api.unit_of_work import SqlUnitOfWork
 from outbox_relay.relay import RELAY_LOCK_KEY, kafka_producer, purge_published, relay_outbox
 from tests.support.databases import scratch_database
 from tests.support.kafka_tools import delete_topic, fresh_topic, read_all
@@ -23,7 +28,10 @@ PASSWORD = "correct horse battery"
 def auth_db_app(settings):
     from auth_api import create_app
 
-    with scratch_database(settings.auth_database_url, create_app, "relay") as app:
+    quiet = replace(settings, relay_kick=False)
+    with scratch_database(
+        settings.auth_database_url, lambda config: create_app(quiet, config), "relay"
+    ) as app:
         with app.app_context():
             yield app
 
@@ -35,26 +43,25 @@ def topic_name(settings):
     delete_topic(settings.kafka_bootstrap, name)
 
 
-def _service() -> AccountService:
-    return AccountService(session=db.session, hash_method="pbkdf2:sha256:1000")
+HASHER = PasswordHasher("pbkdf2:sha256:1000")
 
 
 def _make_history(users: int, logins: int) -> dict[str, int]:
     """Register users and log each in ``logins`` times (one failure first); versions per user."""
-    service = _service()
-    ctx = CommandContext(ip="127.0.0.1", user_agent="pytest", request_id="relay-test")
+    device = Device(ip="127.0.0.1", user_agent="pytest")
+    headers = {"request_id": "relay-test"}
     ids = {}
     for n in range(users):
-        user, _ = service.register(f"relay-{uuid.uuid4().hex[:8]}-{n}@example.com", PASSWORD, ctx)
-        ids[str(user.id)] = user.email
+        email = f"relay-{uuid.uuid4().hex[:8]}-{n}@example.com"
+        outcome = commands.register(SqlUnitOfWork(db.session), HASHER, email, PASSWORD, headers=headers)
+        ids[str(outcome.account.id)] = outcome.account.email
     versions = {}
     for user_id, email in ids.items():
-        try:
-            service.log_in(email, "wrong password", ctx)
-        except Exception:
-            pass
+        log_in = [SqlUnitOfWork(db.session), HASHER, LockoutPolicy(), email]
+        with pytest.raises(commands.InvalidCredentials):
+            commands.log_in(*log_in, "wrong password", device, headers=headers)  # type: ignore[arg-type]
         for _ in range(logins):
-            service.log_in(email, PASSWORD, ctx)
+            commands.log_in(*log_in, PASSWORD, device, headers=headers)  # type: ignore[arg-type]
         versions[user_id] = 2 + logins
     return versions
 

@@ -22,7 +22,9 @@ def _admin(url: str) -> psycopg2.extensions.connection:
 
 @contextmanager
 def scratch_database(base_url: str, factory: Callable[[dict], Flask], prefix: str) -> Iterator[Flask]:
-    """A new database for one test (an app bound to it), dropped afterwards."""
+    """A new database for one test (an app bound to it), dropped afterwards.
+
+    ``factory(config)`` builds the app; the config points it at the new database."""
     name = f"{prefix}_{uuid.uuid4().hex[:8]}"
     url = make_url(base_url).set(database=name).render_as_string(hide_password=False)
     admin = _admin(base_url)
@@ -31,7 +33,7 @@ def scratch_database(base_url: str, factory: Callable[[dict], Flask], prefix: st
     try:
         from flask_migrate import upgrade
 
-        app = factory({"SQLALCHEMY_DATABASE_URI": url, "RELAY_KICK": False, "TESTING": True})
+        app = factory({"SQLALCHEMY_DATABASE_URI": url, "TESTING": True})
         with app.app_context():
             upgrade()
         yield app

@@ -1,7 +1,8 @@
 """The environment of a test session: its own databases, topic, consumer group, vhost, ports.
 
-Set before any project module is imported, so a `make run` on the same machine and the
-tests never see each other's data.
+Handed to the code under test as a ``Settings`` (``TEST_SETTINGS``) and to the processes a
+test starts as their environment (``child_env``), so a `make run` on the same machine and
+the tests never see each other's data. Nothing here changes this process's environment.
 """
 
 from __future__ import annotations
@@ -10,7 +11,9 @@ import os
 import uuid
 from pathlib import Path
 
-from settings import DATA_DIR
+from settings import ROOT, load_settings
+
+DATA_DIR = load_settings().data_dir
 
 RUN_ID = uuid.uuid4().hex[:8]
 PG = "postgresql+psycopg2://cqrs:cqrs@127.0.0.1:{port}/{db}"
@@ -39,14 +42,26 @@ TEST_ENV = {
     "PROJECTOR_METRICS_PORT": _port("PROJECTOR_METRICS_PORT", "19108"),
     "RELAY_DELIVERY_TIMEOUT_MS": "5000",
     "LOG_LEVEL": "INFO",
+    "RELAY_METRICS_PORT": _port("RELAY_METRICS_PORT", "19109"),
+    "PROJECTION_METRICS_PORT": _port("PROJECTION_METRICS_PORT", "19110"),
+    "RELAY_NODE": "relay-test",
+    "PROJECTION_NODE": "projections-test",
+    "BEAT_SCHEDULE": str(DATA_DIR / "test-celerybeat-schedule"),
     "JWT_PRIVATE_KEY_FILE": str(DATA_DIR / "test-keys" / "jwt_private.pem"),
     "JWT_PUBLIC_KEY_FILE": str(DATA_DIR / "test-keys" / "jwt_public.pem"),
 }
 
 
+TEST_SETTINGS = load_settings({**os.environ, **TEST_ENV})
+
+
+def child_env(**extra: str) -> dict[str, str]:
+    """The environment of a process a test starts: the test environment, the project importable."""
+    return {**os.environ, **TEST_ENV, "PYTHONPATH": str(ROOT), **extra}
+
+
 def apply() -> None:
-    """Switch this process (and every child it starts) to the test environment."""
+    """The test session's signing keys (the servers' data is created by fixtures)."""
     from auth_api.keygen import generate_key_pair
 
-    os.environ.update(TEST_ENV)
     generate_key_pair(Path(TEST_ENV["JWT_PRIVATE_KEY_FILE"]), Path(TEST_ENV["JWT_PUBLIC_KEY_FILE"]))

@@ -12,7 +12,8 @@ from contextlib import contextmanager
 
 from sqlalchemy.engine import make_url
 
-from settings import ROOT, load_settings
+from settings import ROOT
+from tests.support.environment import TEST_SETTINGS
 from tests.support.system import System
 from tests.support.waiting import wait_until
 
@@ -38,7 +39,7 @@ def superuser_sql(sql: str, database: str = "postgres") -> str:
 
 
 def query_database_name() -> str:
-    return make_url(load_settings().query_database_url).database or ""
+    return make_url(TEST_SETTINGS.query_database_url).database or ""
 
 
 def set_query_database_open(allowed: bool) -> None:

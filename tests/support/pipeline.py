@@ -15,8 +15,8 @@ from typing import Any
 from confluent_kafka import Consumer, Producer, TopicPartition
 
 from event_contract import Event, new_event, serialize_event
-from settings import ROOT, load_settings
-from tests.support.environment import TEST_ENV
+from settings import ROOT
+from tests.support.environment import TEST_ENV, TEST_SETTINGS
 from tests.support.read_model import auth_engine, rows, scalar
 from tests.support.system import PASSWORD
 from tests.support.waiting import wait_until
@@ -91,13 +91,13 @@ def user_histories(users: int, logins: int = 3, failures: int = 1, tag: str = "b
 
 def producer() -> Producer:
     return Producer(
-        {"bootstrap.servers": load_settings().kafka_bootstrap, "enable.idempotence": True, "linger.ms": 5}
+        {"bootstrap.servers": TEST_SETTINGS.kafka_bootstrap, "enable.idempotence": True, "linger.ms": 5}
     )
 
 
 def produce(events: Iterable[Event], topic: str | None = None, out: Producer | None = None) -> None:
     """Produce events keyed by user id, as the relay does, and wait for every acknowledgement."""
-    produce_raw(((str(e.subject).encode(), serialize_event(e)) for e in events), topic, out)
+    produce_raw(((str(e.user_id).encode(), serialize_event(e)) for e in events), topic, out)
 
 
 def produce_raw(
@@ -105,7 +105,7 @@ def produce_raw(
     topic: str | None = None,
     out: Producer | None = None,
 ) -> None:
-    topic = topic or load_settings().kafka_topic
+    topic = topic or TEST_SETTINGS.kafka_topic
     out = out or producer()
     failures: list[str] = []
 
@@ -222,7 +222,7 @@ def unpublished_outbox_rows() -> int:
 
 def end_offsets(topic: str | None = None, group: str | None = None) -> tuple[dict[int, int], dict[int, int]]:
     """(high watermarks, committed offsets of the group) per partition of the topic."""
-    settings = load_settings()
+    settings = TEST_SETTINGS
     topic = topic or settings.kafka_topic
     consumer = Consumer(
         {
@@ -314,7 +314,7 @@ def topic_events(topic: str | None = None) -> dict[str, dict[str, Any]]:
     """Every valid event of the topic by id (JSON documents), for comparing with the read model."""
     from tests.support.kafka_tools import read_all
 
-    settings = load_settings()
+    settings = TEST_SETTINGS
     found: dict[str, dict[str, Any]] = {}
     for record in read_all(settings.kafka_bootstrap, topic or settings.kafka_topic):
         document = record_document(record.value)

@@ -10,7 +10,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from settings import DATA_DIR, ROOT
+from services.procfile import process_definitions
+from settings import ROOT
+from tests.support.environment import DATA_DIR
 
 VENV_BIN = ROOT / ".venv" / "bin"
 # Process-group ids of what a test session started: if pytest itself is killed, the next
@@ -36,28 +38,12 @@ def stop_stale_processes() -> None:
     STALE_PIDS.unlink()
 
 
-def commands(env: dict[str, str]) -> dict[str, list[str]]:
-    """The Procfile's processes, as argument lists (ports from the test environment)."""
-    celery = [str(VENV_BIN / "celery"), "-A", "celery_config"]
-    gunicorn = [str(VENV_BIN / "gunicorn"), "-c", "gunicorn.conf.py"]
-    return {
-        "auth_api": [*gunicorn, "--bind", f"127.0.0.1:{env['AUTH_API_PORT']}", "wsgi:auth_app"],
-        "query_api": [*gunicorn, "--bind", f"127.0.0.1:{env['QUERY_API_PORT']}", "wsgi:query_app"],
-        "relay_worker": [*celery, "worker", "-Q", "outbox", "-n", "relay-test@%h", "--concurrency", "1"],
-        "projection_worker": [
-            *celery,
-            "worker",
-            "-Q",
-            "projections",
-            "-n",
-            "projections-test@%h",
-            "--concurrency",
-            "2",
-        ],
-        "beat": [*celery, "beat", "--schedule", str(DATA_DIR / "test-celerybeat-schedule")],
-        "projector": [str(VENV_BIN / "python"), "-m", "projector"],
-        "flower": [*celery, "flower", "--address=127.0.0.1", f"--port={env['FLOWER_PORT']}"],
-    }
+def command_line(name: str, env: dict[str, str]) -> tuple[list[str], dict[str, str]]:
+    """The Procfile's line for ``name`` (ports from ``env``), run from the project's venv."""
+    definition = process_definitions(env)[name]
+    program = VENV_BIN / definition.argv[0]
+    argv = [str(program) if program.exists() else definition.argv[0], *definition.argv[1:]]
+    return argv, definition.env
 
 
 @dataclass
@@ -73,8 +59,9 @@ class ProcessGroup:
             return existing.pid
         self.log_dir.mkdir(parents=True, exist_ok=True)
         log = open(self.log_dir / f"{key}.log", "ab")
-        env = {**os.environ, **self.env, "SERVICE_NAME": key, "PYTHONPATH": str(ROOT), **(extra_env or {})}
-        command = commands(self.env)[name]
+        command, line_env = command_line(name, self.env)
+        env = {**os.environ, **self.env, **line_env, "SERVICE_NAME": key, "PYTHONPATH": str(ROOT)}
+        env.update(extra_env or {})
         if as_name and "-n" in command:
             # A second Celery worker of the same kind needs a node name of its own.
             at = command.index("-n") + 1

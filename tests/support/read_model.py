@@ -7,17 +7,17 @@ from typing import Any
 
 from sqlalchemy import Engine, create_engine, text
 
-from settings import load_settings
+from tests.support.environment import TEST_SETTINGS
 
 
 @cache
 def query_engine() -> Engine:
-    return create_engine(load_settings().query_database_url, pool_pre_ping=True)
+    return create_engine(TEST_SETTINGS.query_database_url, pool_pre_ping=True)
 
 
 @cache
 def auth_engine() -> Engine:
-    return create_engine(load_settings().auth_database_url, pool_pre_ping=True)
+    return create_engine(TEST_SETTINGS.auth_database_url, pool_pre_ping=True)
 
 
 def read_user(user_id: str) -> dict[str, Any] | None:

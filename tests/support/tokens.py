@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import os
 import time
 import uuid
 from pathlib import Path
 
 import jwt
+
+from tests.support.environment import TEST_ENV
 
 
 def mint(
@@ -26,5 +27,5 @@ def mint(
         "iss": issuer,
         **claims,
     }
-    key = Path(os.environ["JWT_PRIVATE_KEY_FILE"]).read_text()
+    key = Path(TEST_ENV["JWT_PRIVATE_KEY_FILE"]).read_text()
     return jwt.encode(payload, key, algorithm="RS256")

@@ -54,3 +54,17 @@ def test_compose_file_is_valid_and_complete():
     assert conditions["kafka"]["condition"] == "service_healthy"
     # Exactly one beat: it must not be replicated.
     assert services["beat"].get("deploy", {}).get("replicas", 1) == 1
+
+
+def test_the_signing_key_is_mounted_only_into_the_write_side():
+    services = yaml.safe_load(_compose_config())["services"]
+    signing = {
+        name
+        for name, service in services.items()
+        for volume in service.get("volumes") or []
+        if (volume["source"] if isinstance(volume, dict) else volume.split(":")[0]) == "signing-key"
+    }
+    assert signing == {"auth-api", "setup"}  # setup writes the key pair once
+    for name, service in services.items():
+        command = " ".join(service.get("command") or []) if isinstance(service.get("command"), list) else ""
+        assert "celery_config " not in command + " ", f"{name}: workers start from celery_config.worker"

@@ -1,7 +1,7 @@
 import pytest
 
-from query_api.projections import Delivery
-from query_api.tasks import MAX_BACKOFF_SECONDS, retry_delay
+from event_contract import Delivery
+from projector.projection.tasks import MAX_BACKOFF_SECONDS, retry_delay
 
 
 def test_utf8_values_travel_as_text():

@@ -1,7 +1,9 @@
-"""The read model (``query_db``).
+"""The read model's tables (``query_db``): written by the projection, read by the query API.
 
-Projected tables live in the schema ``read_model`` so a rebuild can fill a fresh schema
-and swap it in by renaming; ``dead_letters`` lives in ``public`` and survives rebuilds.
+Plain SQLAlchemy, no Flask: the projection workers and the rebuild import these tables
+without loading a web framework. Projected tables live in the schema ``read_model`` so a
+rebuild can fill a fresh schema and swap it in by renaming; ``dead_letters`` lives in
+``public`` and survives rebuilds.
 """
 
 from __future__ import annotations
@@ -11,14 +13,16 @@ from datetime import datetime
 
 from sqlalchemy import BigInteger, DateTime, Index, Integer, Text, func
 from sqlalchemy.dialects.postgresql import ARRAY, UUID
-from sqlalchemy.orm import Mapped, mapped_column
-
-from query_api.extensions import db
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 READ_MODEL_SCHEMA = "read_model"
 
 
-class UserView(db.Model):
+class Base(DeclarativeBase):
+    pass
+
+
+class UserView(Base):
     __tablename__ = "users"
     __table_args__ = (
         Index("ix_users_email", "email"),
@@ -38,7 +42,7 @@ class UserView(db.Model):
     version: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
 
 
-class LoginHistoryEntry(db.Model):
+class LoginHistoryEntry(Base):
     __tablename__ = "login_history"
     __table_args__ = (
         Index("ix_login_history_user_time", "user_id", "occurred_at", "event_id"),
@@ -55,7 +59,7 @@ class LoginHistoryEntry(db.Model):
     occurred_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
 
 
-class ProcessedEvent(db.Model):
+class ProcessedEvent(Base):
     """One row per applied event, written in the transaction of its effect."""
 
     __tablename__ = "processed_events"
@@ -72,7 +76,7 @@ class ProcessedEvent(db.Model):
     )
 
 
-class DeadLetter(db.Model):
+class DeadLetter(Base):
     """An event that could not be applied, kept with its error for inspection and replay."""
 
     __tablename__ = "dead_letters"

@@ -19,8 +19,9 @@ from dataclasses import dataclass
 from confluent_kafka import Consumer, TopicPartition
 from sqlalchemy import Connection, Engine, text
 
-from query_api.models import READ_MODEL_SCHEMA
-from query_api.projections import Delivery, apply_or_split
+from event_contract import Delivery
+from projector.projection.apply import apply_or_split
+from read_model import READ_MODEL_SCHEMA
 from settings import Settings
 
 log = logging.getLogger(__name__)
@@ -193,8 +194,7 @@ def _copy_range(
             if message.offset() >= ends[partition]:
                 continue  # past the snapshot: the catch-up (or the live pipeline) takes it
             positions[partition] = message.offset() + 1
-            source = f"{message.topic()}/{partition}/{message.offset()}"
-            batch.append(Delivery.from_bytes(message.value(), source))
+            batch.append(Delivery.from_record(message))
         if batch:
             # Split like the projection task does: one event that breaks the database must be
             # dead-lettered, not abort the whole rebuild.

@@ -16,9 +16,10 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
+from celery_config.app import PROJECT_TASK, PROJECTIONS_QUEUE, make_celery
+from event_contract import Delivery
 from observability.metrics import EVENTS_HANDED_OVER
-from query_api.projections import Delivery
-from settings import Settings, load_settings
+from settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -98,13 +99,7 @@ class Projector:
                 if error.code() != KafkaError._PARTITION_EOF:
                     log.warning("projector: consume error: %s", error)
                 continue
-            headers = dict(message.headers() or [])
-            request_id = headers.get("request_id")
-            source = f"{message.topic()}/{message.partition()}/{message.offset()}"
-            delivery = Delivery.from_bytes(
-                message.value(), source, request_id.decode("utf-8", "replace") if request_id else None
-            )
-            batch.append((message, delivery))
+            batch.append((message, Delivery.from_record(message)))
         return batch
 
     def _hand_over(self, batch: list[tuple[Message, Delivery]], stop: threading.Event) -> None:
@@ -207,11 +202,9 @@ class Projector:
         self._commit_pending()
 
 
-def celery_publisher(queue: str | None = None) -> tuple[Publish, QueueDepth]:
-    """Publish to the projections queue with confirms, and read that queue's depth."""
-    from celery_config.app import PROJECT_TASK, PROJECTIONS_QUEUE, celery_app
-
-    queue = queue or PROJECTIONS_QUEUE
+def celery_publisher(settings: Settings, queue: str = PROJECTIONS_QUEUE) -> tuple[Publish, QueueDepth]:
+    """Publish to the projections queue with confirms (by task name), and read its depth."""
+    celery_app = make_celery(settings)
 
     def publish(deliveries: list[dict[str, Any]]) -> None:
         request_ids = sorted({d["request_id"] for d in deliveries if d.get("request_id")})
@@ -237,9 +230,8 @@ def celery_publisher(queue: str | None = None) -> tuple[Publish, QueueDepth]:
     return publish, queue_depth
 
 
-def build_projector(settings: Settings | None = None, **consumer_overrides: Any) -> Projector:
-    settings = settings or load_settings()
-    publish, queue_depth = celery_publisher()
+def build_projector(settings: Settings, **consumer_overrides: Any) -> Projector:
+    publish, queue_depth = celery_publisher(settings)
     return Projector(
         consumer=Consumer(consumer_config(settings, **consumer_overrides)),
         topic=settings.kafka_topic,

@@ -19,7 +19,7 @@ from sqlalchemy import Connection, case, func
 from sqlalchemy.dialects.postgresql import insert
 
 from event_contract import Event
-from query_api.models import LoginHistoryEntry, UserView
+from read_model import LoginHistoryEntry, UserView
 
 users = UserView.__table__
 login_history = LoginHistoryEntry.__table__
@@ -70,7 +70,7 @@ def _later(current: datetime | None, moment: datetime) -> datetime:
 def _history_row(event: Event, outcome: str) -> dict[str, Any]:
     return {
         "event_id": event.id,
-        "user_id": event.subject,
+        "user_id": event.user_id,
         "email": event.data["email"],
         "outcome": outcome,
         "reason": event.data.get("reason"),
@@ -143,7 +143,7 @@ def apply_events(conn: Connection, events: Iterable[Event]) -> None:
     changes: dict[uuid.UUID, UserChange] = {}
     history: list[dict[str, Any]] = []
     for event in events:
-        change = changes.setdefault(event.subject, UserChange(event.subject))
+        change = changes.setdefault(event.user_id, UserChange(event.user_id))
         change.saw(event)
         row = HANDLERS[event.type](change, event)
         if row is not None:

@@ -1,75 +1,30 @@
 """Applying user events to the read model, idempotently and order-independently.
 
 Every event's id goes into ``processed_events`` in the transaction of its effect; only a
-new id has an effect (``query_api.effects``). Effects are commutative (counters, greatest
+new id has an effect (``projector.projection.folds``). Effects are commutative (counters, greatest
 timestamps, inserts keyed by event id) or guarded by the aggregate version, so any order and
 any number of deliveries converge to the read model of in-order, once-only application.
 """
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import json
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Connection, Engine, func, literal
+from sqlalchemy import Connection, Engine
 from sqlalchemy.dialects.postgresql import insert
 
-from event_contract import Event, InvalidEvent, parse_event
-from query_api.effects import HANDLERS, apply_events
-from query_api.models import DeadLetter, ProcessedEvent
-from query_api.transient import is_transient
+from event_contract import Delivery, Event, InvalidEvent, parse_event
+from projector.projection.dead_letters import record_dead_letter
+from projector.projection.folds import HANDLERS, apply_events
+from projector.projection.transient import is_transient
+from read_model import ProcessedEvent
 
 log = logging.getLogger(__name__)
 
 processed_events = ProcessedEvent.__table__
-dead_letters = DeadLetter.__table__
-
-
-@dataclass(frozen=True)
-class Delivery:
-    """One Kafka record as the projector hands it over (JSON-safe for Celery)."""
-
-    value: str
-    encoding: str = "utf-8"  # or "base64" for bytes that are not UTF-8
-    source: str | None = None
-    request_id: str | None = None
-
-    @classmethod
-    def from_dict(cls, item: dict[str, Any]) -> Delivery:
-        return cls(
-            value=item["value"],
-            encoding=item.get("encoding", "utf-8"),
-            source=item.get("source"),
-            request_id=item.get("request_id"),
-        )
-
-    @classmethod
-    def from_bytes(
-        cls, raw: bytes | None, source: str | None = None, request_id: str | None = None
-    ) -> Delivery:
-        raw = raw or b""
-        try:
-            return cls(raw.decode("utf-8"), "utf-8", source, request_id)
-        except UnicodeDecodeError:
-            return cls(base64.b64encode(raw).decode("ascii"), "base64", source, request_id)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "value": self.value,
-            "encoding": self.encoding,
-            "source": self.source,
-            "request_id": self.request_id,
-        }
-
-    def raw(self) -> bytes:
-        if self.encoding == "base64":
-            return base64.b64decode(self.value)
-        return self.value.encode("utf-8")
 
 
 @dataclass
@@ -78,13 +33,6 @@ class BatchReport:
     duplicates: int = 0
     dead_lettered: int = 0
     applied_events: list[Event] = field(default_factory=list)
-
-
-# --- batches ----------------------------------------------------------------------------
-
-
-class BatchNeedsSplit(Exception):
-    """A non-transient database error inside a batch: apply event by event instead."""
 
 
 def parse_deliveries(
@@ -104,9 +52,14 @@ def parse_deliveries(
         if event.type not in HANDLERS:
             poison.append((delivery, f"no projection for event type {event.type!r}"))
             continue
+        if delivery.key is not None and delivery.key != str(event.user_id):
+            # Keyed to another user, the record sits in the wrong partition: its order
+            # against that user's other events is not guaranteed, so it is not applied.
+            poison.append((delivery, f"record key {delivery.key[:64]!r} is not the event's user"))
+            continue
         good.append((delivery, event))
     # One lock order for every batch (user, then version): concurrent batches do not deadlock.
-    good.sort(key=lambda pair: (pair[1].subject, pair[1].sequence, pair[1].id))
+    good.sort(key=lambda pair: (pair[1].user_id, pair[1].sequence, pair[1].id))
     return good, poison
 
 
@@ -191,53 +144,3 @@ def apply_or_split(engine: Engine, deliveries: list[Delivery]) -> BatchReport:
         log.warning("projection: batch failed (%s), applying one by one", exc.__class__.__name__)
     with engine.begin() as conn:
         return apply_one_by_one(conn, deliveries)
-
-
-def record_dead_letter(conn: Connection, delivery: Delivery, error: str) -> None:
-    raw = delivery.raw()
-    event_id, event_type = _best_effort_ids(raw)
-    value, encoding = delivery.value, delivery.encoding
-    if "\x00" in value:
-        # PostgreSQL text cannot hold NUL (psycopg2 refuses it before sending): such a value
-        # is kept as base64, or recording it would fail and take the whole task down.
-        value, encoding = base64.b64encode(raw).decode("ascii"), "base64"
-    stmt = insert(dead_letters).values(
-        fingerprint=hashlib.sha256(raw).hexdigest(),
-        event_id=_storable(event_id),
-        event_type=_storable(event_type),
-        raw=value,
-        raw_encoding=encoding,
-        error=_storable(error),
-        source=_storable(delivery.source),
-    )
-    conn.execute(
-        stmt.on_conflict_do_update(
-            index_elements=[dead_letters.c.fingerprint],
-            set_={
-                "attempts": dead_letters.c.attempts + 1,
-                "last_seen_at": func.now(),
-                "error": stmt.excluded.error,
-                "resolved_at": literal(None),
-            },
-        )
-    )
-    log.warning("dead-lettered an event: %s", error, extra={"event_id": event_id, "source": delivery.source})
-
-
-def _storable(text: str | None) -> str | None:
-    """Text PostgreSQL accepts: a NUL (e.g. a JSON "\\u0000" in the type) is shown escaped."""
-    return text.replace("\x00", "\\x00") if text is not None else None
-
-
-def _best_effort_ids(raw: bytes) -> tuple[str | None, str | None]:
-    try:
-        document = json.loads(raw)
-    except (ValueError, RecursionError):  # same failures as parse_event's, never raised here
-        return None, None
-    if not isinstance(document, dict):
-        return None, None
-    event_id, event_type = document.get("id"), document.get("type")
-    return (
-        str(event_id)[:64] if event_id is not None else None,
-        str(event_type)[:64] if event_type is not None else None,
-    )

@@ -1,0 +1,155 @@
+"""Commands of the write side: register, log in, grant and revoke roles.
+
+Each is a plain function over a unit of work, so routes, CLI commands and tests call the
+same code. Passwords are hashed and verified outside any transaction: no row lock (and no
+database connection) is held while a hash is computed.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from sqlalchemy.exc import IntegrityError
+
+from auth_api.emails import normalize_email
+from auth_api.lockout import LockoutPolicy
+from auth_api.models import Device, User
+from auth_api.passwords import PasswordHasher
+from auth_api.unit_of_work import UnitOfWork
+
+Clock = Callable[[], datetime]
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class EmailTaken(Exception):
+    """The normalized email is already registered."""
+
+
+class InvalidCredentials(Exception):
+    """Unknown email or wrong password; deliberately indistinguishable."""
+
+
+class AccountLocked(Exception):
+    def __init__(self, retry_after: int) -> None:
+        super().__init__(f"account locked for {retry_after} s")
+        self.retry_after = retry_after
+
+
+class UnknownUser(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class Account:
+    """What a command's caller needs of the user, read before the commit expired the row."""
+
+    id: uuid.UUID
+    email: str
+    roles: tuple[str, ...]
+
+    @classmethod
+    def of(cls, user: User) -> Account:
+        return cls(user.id, user.email, tuple(user.roles))
+
+
+@dataclass(frozen=True)
+class Outcome:
+    account: Account
+    event_id: uuid.UUID | None  # None when the command changed nothing
+
+
+def register(
+    uow: UnitOfWork,
+    hasher: PasswordHasher,
+    email: str,
+    password: str,
+    *,
+    headers: dict[str, str] | None = None,
+    clock: Clock = utc_now,
+) -> Outcome:
+    password_hash = hasher.hash(password)
+    with uow:
+        user = User.register(normalize_email(email), password_hash, clock())
+        uow.users.add(user)
+        account = Account.of(user)
+        try:
+            (event,) = uow.commit(headers)
+        except IntegrityError as exc:  # the unique email index: taken, or a concurrent twin won
+            raise EmailTaken(account.email) from exc
+    return Outcome(account, event.id)
+
+
+def log_in(
+    uow: UnitOfWork,
+    hasher: PasswordHasher,
+    policy: LockoutPolicy,
+    email: str,
+    password: str,
+    device: Device,
+    *,
+    headers: dict[str, str] | None = None,
+    clock: Clock = utc_now,
+) -> Outcome:
+    """The account and its UserLoggedIn event id, or raise; failures are recorded as events."""
+    email = normalize_email(email)
+    with uow:
+        found = uow.users.by_email(email)
+        user_id, stored = (found.id, found.password_hash) if found else (None, hasher.dummy_hash)
+    # Outside the transaction: the same hashing work whether or not the email exists.
+    valid = hasher.verify(stored, password) and user_id is not None
+    upgraded = hasher.hash(password) if valid and hasher.needs_rehash(stored) else None
+    if user_id is None:
+        raise InvalidCredentials()
+    with uow:
+        user = uow.users.get(user_id, for_update=True)
+        if user is None:  # deleted meanwhile
+            raise InvalidCredentials()
+        now = clock()
+        retry_after = user.failure_count.retry_after(now)
+        if retry_after is not None:
+            user.fail_login(device, "account_locked", now, policy=None)
+            uow.commit(headers)
+            raise AccountLocked(retry_after)
+        if not valid or user.password_hash != stored:  # wrong, or changed while we hashed
+            locked = user.fail_login(device, "invalid_password", now, policy)
+            uow.commit(headers)
+            if locked:
+                raise AccountLocked(int(policy.lock_for.total_seconds()))
+            raise InvalidCredentials()
+        event = user.log_in(device, now, upgraded)
+        account = Account.of(user)
+        uow.commit(headers)
+    return Outcome(account, event.id)
+
+
+def change_role(
+    uow: UnitOfWork,
+    email: str,
+    role: str,
+    *,
+    grant: bool,
+    headers: dict[str, str] | None = None,
+    clock: Clock = utc_now,
+) -> Outcome:
+    """Grant or revoke a role; no event when nothing changes."""
+    with uow:
+        user = uow.users.by_email(normalize_email(email), for_update=True)
+        if user is None:
+            raise UnknownUser(email)
+        event = user.change_role(role, grant=grant, now=clock())
+        account = Account.of(user)
+        uow.commit(headers)
+    return Outcome(account, event.id if event else None)
+
+
+def current_account(uow: UnitOfWork, user_id: uuid.UUID) -> Account | None:
+    """The account as the write model has it now (roles for a refreshed token)."""
+    with uow:
+        user = uow.users.get(user_id)
+        return Account.of(user) if user else None

@@ -1,0 +1,107 @@
+"""The unit of work of the write side: state and outbox rows commit together, then the relay is kicked.
+
+A command opens a unit of work, loads or adds ``User`` aggregates through ``uow.users``,
+calls their methods (which record events), and calls ``commit()``. Commit stages every
+recorded event as an outbox row in the transaction of the state change, commits, and only
+then runs ``after_commit`` (the relay kick). Leaving the block without commit rolls back.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from types import TracebackType
+from typing import Protocol, Self
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from auth_api.models import OutboxMessage, User
+from event_contract import Event, serialize_event
+
+
+class Users(Protocol):
+    """The users the unit of work tracks; what a command loads, it may change."""
+
+    def get(self, user_id: uuid.UUID, *, for_update: bool = False) -> User | None: ...
+    def by_email(self, email: str, *, for_update: bool = False) -> User | None: ...
+    def add(self, user: User) -> None: ...
+
+
+class UnitOfWork(Protocol):
+    users: Users
+
+    def __enter__(self) -> Self: ...
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None: ...
+    def commit(self, headers: dict[str, str] | None = None) -> list[Event]: ...
+    def rollback(self) -> None: ...
+
+
+class SqlUsers:
+    def __init__(self, session: Session) -> None:
+        self.session = session
+        self.seen: dict[uuid.UUID, User] = {}
+
+    def get(self, user_id: uuid.UUID, *, for_update: bool = False) -> User | None:
+        query = select(User).where(User.id == user_id)
+        return self._one(query.with_for_update() if for_update else query)
+
+    def by_email(self, email: str, *, for_update: bool = False) -> User | None:
+        query = select(User).where(User.email == email)
+        return self._one(query.with_for_update() if for_update else query)
+
+    def add(self, user: User) -> None:
+        self.session.add(user)
+        self.seen[user.id] = user
+
+    def _one(self, query: object) -> User | None:
+        # populate_existing: a row locked FOR UPDATE must be the row as it is now, not a
+        # copy the session kept from an earlier read in this request.
+        user = self.session.execute(
+            query.execution_options(populate_existing=True)  # type: ignore[attr-defined]
+        ).scalar_one_or_none()
+        if user is not None:
+            self.seen[user.id] = user
+        return user
+
+
+class SqlUnitOfWork:
+    def __init__(self, session: Session, after_commit: Callable[[], None] = lambda: None) -> None:
+        self.session = session
+        self.after_commit = after_commit
+
+    def __enter__(self) -> Self:
+        self.users = SqlUsers(self.session)
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.rollback()  # after a commit there is nothing left to roll back
+
+    def commit(self, headers: dict[str, str] | None = None) -> list[Event]:
+        """Commit the tracked users with their events in the outbox; return the events."""
+        events = [event for user in self.users.seen.values() for event in user.events]
+        for event in events:
+            self.session.add(
+                OutboxMessage(
+                    event_id=event.id,
+                    user_id=event.user_id,
+                    event_type=event.type,
+                    payload=serialize_event(event),
+                    headers=headers or {},
+                )
+            )
+        self.session.commit()
+        for user in self.users.seen.values():
+            user.events.clear()
+        if events:
+            self.after_commit()
+        return events
+
+    def rollback(self) -> None:
+        self.session.rollback()
+        for user in self.users.seen.values():
+            user.events.clear()

@@ -1,0 +1,12 @@
+"""The read model's schema: one owner of the ``query_db`` tables, imported by both halves."""
+
+from read_model.tables import (
+    READ_MODEL_SCHEMA,
+    Base,
+    DeadLetter,
+    LoginHistoryEntry,
+    ProcessedEvent,
+    UserView,
+)
+
+__all__ = ["READ_MODEL_SCHEMA", "Base", "DeadLetter", "LoginHistoryEntry", "ProcessedEvent", "UserView"]
