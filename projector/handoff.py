@@ -24,6 +24,7 @@ from settings import Settings
 log = logging.getLogger(__name__)
 
 Publish = Callable[[list[dict[str, Any]]], None]
+DEPTH_CHECK_SECONDS = 1.0
 QueueDepth = Callable[[], int | None]
 
 
@@ -53,8 +54,10 @@ class Projector:
     batch_size: int = 500
     max_queued_tasks: int = 200
     poll_timeout: float = 0.5
+    # Injected in tests; the backpressure and retry waits are measured on it.
+    clock: Callable[[], float] = time.monotonic
     _paused: bool = False
-    _last_depth_check: float = 0.0
+    _next_depth_check: float = 0.0
     _pending: dict[tuple[str, int], int] = field(default_factory=dict)
     batches_sent: int = 0
     events_sent: int = 0
@@ -65,7 +68,7 @@ class Projector:
         """Consume until ``stop`` is set (or, for tools, until idle for a while)."""
         self.consumer.subscribe([self.topic], on_assign=self._on_assign, on_revoke=self._on_revoke)
         log.info("projector: subscribed to %s", self.topic)
-        idle_since = time.monotonic()
+        idle_since = self.clock()
         try:
             while not stop.is_set():
                 if self._apply_backpressure(stop):
@@ -73,8 +76,8 @@ class Projector:
                 batch = self._deliveries(self._next_messages())
                 if batch:
                     self._hand_over(batch, stop)
-                    idle_since = time.monotonic()
-                elif idle_exit_after is not None and time.monotonic() - idle_since > idle_exit_after:
+                    idle_since = self.clock()
+                elif idle_exit_after is not None and self.clock() - idle_since > idle_exit_after:
                     break
         finally:
             # Everything handed over is committed by _hand_over; commit leftovers and leave
@@ -112,7 +115,7 @@ class Projector:
             except Exception as exc:  # broker down or nacked: keep the batch, retry
                 log.warning("projector: publish failed, retry in %.1f s: %s", delay, exc)
                 self._pause()
-                self._wait(delay)
+                self._wait_until(self.clock() + delay)
                 delay = min(delay * 2, 5.0)
                 if stop.is_set() and delay >= 5.0:
                     # Shutting down with the broker gone: leave uncommitted, to be redelivered.
@@ -151,12 +154,17 @@ class Projector:
 
     def _apply_backpressure(self, stop: threading.Event) -> bool:
         """Pause while the projections queue is too deep; keep polling to stay in the group."""
-        now = time.monotonic()
-        if now - self._last_depth_check < 1.0:
+        now = self.clock()
+        if now < self._next_depth_check:
+            if self._paused:
+                # Keep polling (heartbeats, rebalances) until the next look at the queue;
+                # returning at once would spin the loop on a CPU while paused.
+                self._wait_until(self._next_depth_check)
             return self._paused
-        self._last_depth_check = now
+        self._next_depth_check = now + DEPTH_CHECK_SECONDS
         depth = self.queue_depth()
-        if depth is None:
+        if depth is None:  # unknown (broker away): the depth is advisory, publishing decides
+            self._resume()
             return False
         if depth > self.max_queued_tasks and not self._paused:
             log.info("projector: %d tasks queued, pausing", depth)
@@ -165,7 +173,7 @@ class Projector:
             log.info("projector: %d tasks queued, resuming", depth)
             self._resume()
         if self._paused:
-            self._wait(0.5)
+            self._wait_until(self.clock() + 0.5)
         return self._paused
 
     def _pause(self) -> None:
@@ -182,10 +190,9 @@ class Projector:
                 self.consumer.resume(assignment)
             self._paused = False
 
-    def _wait(self, seconds: float) -> None:
+    def _wait_until(self, deadline: float) -> None:
         # poll() on paused partitions returns nothing but serves heartbeats and rebalances.
-        deadline = time.monotonic() + seconds
-        while (left := deadline - time.monotonic()) > 0:
+        while (left := deadline - self.clock()) > 0:
             message = self.consumer.poll(min(left, 0.2))
             if message is not None and message.error() is None:
                 # A message fetched before the pause took effect: seek back so it is re-read.

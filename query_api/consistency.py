@@ -1,4 +1,11 @@
-"""Read-your-writes: ``X-Consistency-Token: <event id>`` waits until that event is projected."""
+"""Read-your-writes: ``X-Consistency-Token: <event id>`` waits until that event is projected,
+and every earlier event of the same user with it.
+
+Projection workers apply batches in parallel, so a user's login can be applied before the
+registration that precedes it; "the token's event is applied" alone would then answer 404
+to the user who just registered. The token's event records its user and sequence, and the
+wait ends once the user's sequences 1..N are all applied.
+"""
 
 from __future__ import annotations
 
@@ -6,11 +13,19 @@ import time
 import uuid
 
 from flask import current_app, request
-from sqlalchemy import select
+from sqlalchemy import text
 
 from query_api.extensions import db
-from read_model import ProcessedEvent
 from web.problems import Problem
+
+# NULL: not applied yet; false: applied, an earlier event of its user not yet; true: done.
+# Events projected before sequences were recorded (user_id NULL) count as done.
+_CAUGHT_UP = text(
+    "SELECT pe.user_id IS NULL OR ("
+    " SELECT count(DISTINCT p.sequence) FROM read_model.processed_events p"
+    " WHERE p.user_id = pe.user_id AND p.sequence <= pe.sequence) >= pe.sequence"
+    " FROM read_model.processed_events pe WHERE pe.event_id = :event_id"
+)
 
 HEADER = "X-Consistency-Token"
 
@@ -27,11 +42,9 @@ def wait_for_consistency_token() -> None:
     deadline = time.monotonic() + float(current_app.config["CONSISTENCY_WAIT_SECONDS"])
     delay = 0.005
     while True:
-        seen = db.session.execute(
-            select(ProcessedEvent.event_id).where(ProcessedEvent.event_id == event_id)
-        ).first()
+        caught_up = db.session.execute(_CAUGHT_UP, {"event_id": event_id}).scalar()
         db.session.rollback()  # a fresh snapshot for the next look
-        if seen is not None:
+        if caught_up:
             return
         if time.monotonic() >= deadline:
             raise Problem(

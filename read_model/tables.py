@@ -65,11 +65,15 @@ class ProcessedEvent(Base):
     __tablename__ = "processed_events"
     __table_args__ = (
         Index("ix_processed_events_processed_at", "processed_at"),
+        # Read-your-writes: "are all of this user's events up to sequence N applied?"
+        Index("ix_processed_events_user_sequence", "user_id", "sequence"),
         {"schema": READ_MODEL_SCHEMA},
     )
 
     event_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
     event_type: Mapped[str] = mapped_column(Text, nullable=False)
+    user_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
+    sequence: Mapped[int | None] = mapped_column(Integer)
     occurred_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
     processed_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), nullable=False, server_default=func.now()

@@ -155,6 +155,22 @@ who_listens() {
     fi
 }
 
+# adopt_listener PORT PIDFILE CMDLINE-SUBSTRING: if the process listening on PORT is ours
+# (its command line holds the substring, e.g. our data folder) but its PID file is gone,
+# as after a start that was killed before it wrote the file, record its PID and succeed.
+adopt_listener() {
+    local port="$1" pidfile="$2" pattern="$3" pid cmdline
+    for pid in $(who_listens "$port" | grep -o 'pid=[0-9]*' | cut -d= -f2 | sort -u); do
+        cmdline="$(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null || true)"
+        if [[ "$cmdline" == *"$pattern"* ]]; then
+            printf '%s\n' "$pid" >"$pidfile"
+            log "adopted our server already listening on port $port (pid $pid, its PID file was missing)"
+            return 0
+        fi
+    done
+    return 1
+}
+
 # apt_install PKG...: install Debian packages without letting their maintainer scripts
 # start system services (a temporary /usr/sbin/policy-rc.d that answers 101).
 # `apt-get update` runs once per process before the first install.

@@ -168,6 +168,9 @@ cmd_start() {
         return 0
     fi
     if port_open "$RABBITMQ_HOST" "$RABBITMQ_PORT"; then
+        if adopt_listener "$RABBITMQ_PORT" "$RMQ_PIDFILE" "-home $RMQ_BASE " && rmq_running; then
+            return 0
+        fi
         die "port $RABBITMQ_HOST:$RABBITMQ_PORT is already in use by a server that is not ours ($(who_listens "$RABBITMQ_PORT")); stop it or set RABBITMQ_PORT"
     fi
     if port_open 127.0.0.1 "$RABBITMQ_DIST_PORT"; then

@@ -77,7 +77,16 @@ def claim_new(conn: Connection, events: list[Event]) -> set[Any]:
     if not events:
         return set()
     rows = sorted(
-        {e.id: {"event_id": e.id, "event_type": e.type, "occurred_at": e.time} for e in events}.values(),
+        {
+            e.id: {
+                "event_id": e.id,
+                "event_type": e.type,
+                "occurred_at": e.time,
+                "user_id": e.user_id,
+                "sequence": e.sequence,
+            }
+            for e in events
+        }.values(),
         key=lambda row: row["event_id"],
     )
     return {row[0] for row in conn.execute(CLAIM, rows)}

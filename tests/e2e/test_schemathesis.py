@@ -11,8 +11,9 @@ import subprocess
 
 import pytest
 
-from settings import DATA_DIR, ROOT
+from settings import ROOT
 from tests.support.accounts import signed_up
+from tests.support.environment import DATA_DIR
 
 ST = str(ROOT / ".venv" / "bin" / "st")
 # Generation is bounded and seeded so the run is repeatable and takes seconds, not minutes.

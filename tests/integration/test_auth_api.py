@@ -32,7 +32,7 @@ def _register(client, email=None, password=PASSWORD):
 def _events(auth_app, user_id: str) -> list[dict]:
     with auth_app.app_context():
         rows = db.session.execute(
-            text("SELECT event_type, payload FROM outbox WHERE aggregate_id = :id ORDER BY id"),
+            text("SELECT event_type, payload FROM outbox WHERE user_id = :id ORDER BY id"),
             {"id": user_id},
         ).all()
     return [{"type": r.event_type, **json.loads(bytes(r.payload))} for r in rows]

@@ -91,7 +91,7 @@ def test_sigterm_to_the_write_api_finishes_the_requests_it_accepted(system):
     assert {r.status_code for r in answered} == {201}, [r.text for r in answered if r.status_code != 201][:3]
     assert len(answered) > 20
     committed = rows(
-        "SELECT id, (SELECT event_id FROM outbox o WHERE o.aggregate_id = u.id) AS event_id"
+        "SELECT id, (SELECT event_id FROM outbox o WHERE o.user_id = u.id) AS event_id"
         " FROM users u WHERE email = ANY(:emails)",
         engine=auth_engine(),
         emails=attempted,

@@ -86,7 +86,24 @@ def _poisons(token: str) -> dict[str, tuple[bytes | None, str]]:
             _json(_envelope(token, data={"email": f"nul\u0000{token}@example.com"})),
             "NUL",
         ),
+        # A valid event keyed to another user sits in that user's partition: out of order.
+        "key of another user": (
+            _json(_envelope(token, source="/tests/misrouted")),
+            "is not the event's user",
+        ),
     }
+
+
+def _key_for(value: bytes | None, fallback: bytes) -> bytes:
+    """Poison is keyed like the relay keys events (by its subject), when it has one; the
+    misrouted event deliberately keeps a good user's key."""
+    try:
+        document = json.loads(value or b"")
+        if isinstance(document, dict) and document.get("source") != "/tests/misrouted":
+            return str(document["subject"]).encode()
+    except (ValueError, RecursionError, KeyError):
+        pass
+    return fallback
 
 
 def _dead_letters(fingerprints: list[str]) -> list[dict]:
@@ -105,7 +122,7 @@ def test_poison_is_dead_lettered_among_good_events_and_nothing_is_stuck(system, 
     good = [(str(e.user_id).encode(), serialize_event(e)) for e in before.events]
     for n, (value, _) in enumerate(poisons.values()):
         records.extend(good[n * 8 : (n + 1) * 8])
-        records.append((good[n * 8][0], value))
+        records.append((_key_for(value, good[n * 8][0]), value))
     records.extend(good[len(poisons) * 8 :])
     records.append((None, None))  # a tombstone: no value at all
     produce_raw(records)

@@ -1,0 +1,81 @@
+"""Fakes for the write side's unit of work: users in a dict, an in-memory outbox."""
+
+from __future__ import annotations
+
+import uuid
+from types import TracebackType
+from typing import Self
+
+from auth_api.models import User
+from event_contract import Event
+
+
+class FakeUsers:
+    def __init__(self) -> None:
+        self.rows: dict[uuid.UUID, User] = {}
+        self.seen: dict[uuid.UUID, User] = {}
+        self.locked: list[uuid.UUID] = []  # ids loaded FOR UPDATE, in order
+
+    def get(self, user_id: uuid.UUID, *, for_update: bool = False) -> User | None:
+        return self._seen(self.rows.get(user_id), for_update)
+
+    def by_email(self, email: str, *, for_update: bool = False) -> User | None:
+        found = next((u for u in self.rows.values() if u.email == email), None)
+        return self._seen(found, for_update)
+
+    def add(self, user: User) -> None:
+        self.seen[user.id] = user
+
+    def _seen(self, user: User | None, for_update: bool) -> User | None:
+        if user is not None:
+            self.seen[user.id] = user
+            if for_update:
+                self.locked.append(user.id)
+        return user
+
+
+class FakeUnitOfWork:
+    """Commits by moving added users into ``users.rows`` and events into ``outbox``.
+
+    Like the real one, a unique email is enforced at commit, and ``kicks`` counts the
+    after-commit calls (one per commit that had events).
+    """
+
+    def __init__(self) -> None:
+        self.users = FakeUsers()
+        self.outbox: list[tuple[Event, dict[str, str]]] = []
+        self.commits = 0
+        self.kicks = 0
+
+    def __enter__(self) -> Self:
+        self.users.seen = {}
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.rollback()
+
+    def commit(self, headers: dict[str, str] | None = None) -> list[Event]:
+        from sqlalchemy.exc import IntegrityError
+
+        for user in self.users.seen.values():
+            twin = next((u for u in self.users.rows.values() if u.email == user.email), None)
+            if twin is not None and twin.id != user.id:
+                raise IntegrityError("INSERT INTO users", {}, Exception("duplicate email"))
+        events = [event for user in self.users.seen.values() for event in user.events]
+        for user in self.users.seen.values():
+            self.users.rows[user.id] = user
+            user.events.clear()
+        self.outbox.extend((event, dict(headers or {})) for event in events)
+        self.commits += 1
+        if events:
+            self.kicks += 1
+        return events
+
+    def rollback(self) -> None:
+        for user in self.users.seen.values():
+            user.events.clear()
+
+    def events(self, user_id: uuid.UUID | None = None) -> list[Event]:
+        return [e for e, _ in self.outbox if user_id is None or e.user_id == user_id]

@@ -1,0 +1,180 @@
+"""The write side's commands on a fake unit of work: events, versions, lockout, hashing."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from auth_api import commands
+from auth_api.lockout import LockoutPolicy
+from auth_api.models import Device
+from auth_api.passwords import PasswordHasher
+from tests.unit.fakes import FakeUnitOfWork
+
+PASSWORD = "correct horse battery"
+DEVICE = Device(ip="192.0.2.7", user_agent="unit/1.0")
+POLICY = LockoutPolicy(max_failures=3, window=timedelta(minutes=15), lock_for=timedelta(minutes=10))
+
+
+class CountingHasher(PasswordHasher):
+    """The tests' cheap scheme, counting every hash and verification."""
+
+    def __init__(self, method: str = "pbkdf2:sha256:1000") -> None:
+        self.hashed = self.verified = 0
+        super().__init__(method)  # hashes the dummy password once
+
+    def hash(self, password: str) -> str:
+        self.hashed += 1
+        return super().hash(password)
+
+    def verify(self, stored: str, password: str) -> bool:
+        self.verified += 1
+        return super().verify(stored, password)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, **delta: float) -> None:
+        self.now += timedelta(**delta)
+
+
+@pytest.fixture
+def uow() -> FakeUnitOfWork:
+    return FakeUnitOfWork()
+
+
+@pytest.fixture
+def hasher() -> CountingHasher:
+    return CountingHasher()
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+def _login(uow, hasher, clock, email="ada@example.com", password=PASSWORD):
+    return commands.log_in(uow, hasher, POLICY, email, password, DEVICE, clock=clock)
+
+
+def test_register_records_user_registered_as_version_1_with_the_normalized_email(uow, hasher, clock):
+    outcome = commands.register(
+        uow, hasher, "  Ada@Example.COM ", PASSWORD, headers={"request_id": "r1"}, clock=clock
+    )
+    [(event, headers)] = uow.outbox
+    assert (event.type, event.sequence, event.user_id) == ("UserRegistered", 1, outcome.account.id)
+    assert event.data == {"email": "ada@example.com", "roles": ["user"]}
+    assert event.time == clock.now and event.id == outcome.event_id
+    assert headers == {"request_id": "r1"}
+    assert uow.kicks == 1
+
+
+def test_an_email_registers_once_whatever_its_spelling(uow, hasher, clock):
+    commands.register(uow, hasher, "ada@xn--bcher-kva.example", PASSWORD, clock=clock)
+    with pytest.raises(commands.EmailTaken):
+        commands.register(uow, hasher, "ADA@Bücher.example", PASSWORD, clock=clock)
+    assert len(uow.outbox) == 1 and uow.kicks == 1
+    # ... and it logs in with the very string it registered with.
+    assert _login(uow, hasher, clock, "ada@xn--bcher-kva.example").event_id is not None
+
+
+def test_a_login_bumps_the_version_and_records_the_device(uow, hasher, clock):
+    registered = commands.register(uow, hasher, "ada@example.com", PASSWORD, clock=clock)
+    clock.advance(seconds=5)
+    outcome = _login(uow, hasher, clock)
+    event = uow.events()[-1]
+    assert (event.type, event.sequence, event.id) == ("UserLoggedIn", 2, outcome.event_id)
+    assert event.data == {"email": "ada@example.com", "ip": DEVICE.ip, "user_agent": DEVICE.user_agent}
+    assert outcome.account.id == registered.account.id
+    assert uow.users.locked == [registered.account.id]  # the version is bumped under the row lock
+
+
+def test_unknown_and_known_emails_cost_the_same_hash_work(uow, hasher, clock):
+    commands.register(uow, hasher, "ada@example.com", PASSWORD, clock=clock)
+    before = hasher.verified, hasher.hashed
+    with pytest.raises(commands.InvalidCredentials):
+        _login(uow, hasher, clock, "nobody@example.com")
+    unknown = hasher.verified - before[0], hasher.hashed - before[1]
+    with pytest.raises(commands.InvalidCredentials):
+        _login(uow, hasher, clock, password="wrong password")
+    known = hasher.verified - before[0] - unknown[0], hasher.hashed - before[1] - unknown[1]
+    assert unknown == known == (1, 0)
+
+
+def test_failures_lock_the_account_within_the_window_and_the_lock_expires(uow, hasher, clock):
+    commands.register(uow, hasher, "ada@example.com", PASSWORD, clock=clock)
+    for _ in range(POLICY.max_failures - 1):
+        with pytest.raises(commands.InvalidCredentials):
+            _login(uow, hasher, clock, password="wrong")
+        clock.advance(minutes=1)
+    with pytest.raises(commands.AccountLocked) as locked:
+        _login(uow, hasher, clock, password="wrong")
+    assert locked.value.retry_after == 600
+    clock.advance(minutes=4)
+    with pytest.raises(commands.AccountLocked) as still:  # even the right password
+        _login(uow, hasher, clock)
+    assert still.value.retry_after == 360
+    reasons = [e.data.get("reason") for e in uow.events() if e.type == "UserLoginFailed"]
+    assert reasons == ["invalid_password"] * POLICY.max_failures + ["account_locked"]
+    clock.advance(minutes=6, seconds=1)
+    assert _login(uow, hasher, clock).event_id is not None
+    versions = [e.sequence for e in uow.events()]
+    assert versions == list(range(1, len(versions) + 1))
+
+
+def test_failures_outside_the_window_do_not_add_up(uow, hasher, clock):
+    commands.register(uow, hasher, "ada@example.com", PASSWORD, clock=clock)
+    for _ in range(POLICY.max_failures * 2):
+        with pytest.raises(commands.InvalidCredentials):
+            _login(uow, hasher, clock, password="wrong")
+        clock.advance(minutes=8)  # two failures per 15-minute window at most
+
+
+def test_a_success_resets_the_failure_count(uow, hasher, clock):
+    commands.register(uow, hasher, "ada@example.com", PASSWORD, clock=clock)
+    for _ in range(POLICY.max_failures - 1):
+        with pytest.raises(commands.InvalidCredentials):
+            _login(uow, hasher, clock, password="wrong")
+    _login(uow, hasher, clock)
+    for _ in range(POLICY.max_failures - 1):
+        with pytest.raises(commands.InvalidCredentials):
+            _login(uow, hasher, clock, password="wrong")
+
+
+def test_a_hash_of_an_older_scheme_is_upgraded_on_the_next_successful_login(uow, clock):
+    old = CountingHasher("pbkdf2:sha256:1000")
+    registered = commands.register(uow, old, "ada@example.com", PASSWORD, clock=clock)
+    new = CountingHasher("argon2id")
+    _login(uow, new, clock)
+    stored = uow.users.rows[registered.account.id].password_hash
+    assert stored.startswith("$argon2id$") and new.verify(stored, PASSWORD)
+    assert not new.needs_rehash(stored)
+    with pytest.raises(commands.InvalidCredentials):  # a wrong password upgrades nothing
+        _login(uow, CountingHasher("scrypt"), clock, password="wrong")
+    assert uow.users.rows[registered.account.id].password_hash == stored
+
+
+def test_role_changes_carry_the_whole_role_set_and_no_op_emits_nothing(uow, hasher, clock):
+    commands.register(uow, hasher, "ada@example.com", PASSWORD, clock=clock)
+    granted = commands.change_role(uow, "ADA@example.com", "admin", grant=True, clock=clock)
+    again = commands.change_role(uow, "ada@example.com", "admin", grant=True, clock=clock)
+    revoked = commands.change_role(uow, "ada@example.com", "admin", grant=False, clock=clock)
+    assert again.event_id is None and granted.event_id and revoked.event_id
+    assert [(e.type, e.sequence, e.data.get("roles")) for e in uow.events()[1:]] == [
+        ("UserRoleGranted", 2, ["admin", "user"]),
+        ("UserRoleRevoked", 3, ["user"]),
+    ]
+    with pytest.raises(commands.UnknownUser):
+        commands.change_role(uow, "nobody@example.com", "admin", grant=True, clock=clock)
+
+
+def test_only_commits_with_events_kick_the_relay(uow, hasher, clock):
+    commands.register(uow, hasher, "ada@example.com", PASSWORD, clock=clock)
+    commands.change_role(uow, "ada@example.com", "user", grant=True, clock=clock)  # no change
+    assert uow.kicks == 1
