@@ -50,8 +50,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument(
         "--hash-method",
         default="pbkdf2:sha256:1000",
-        help="PASSWORD_HASH_METHOD of auth_api (scrypt alone caps a 2-core machine at ~15 commands/s; "
-        "see write_api_bench)",
+        help="PASSWORD_HASH_METHOD of auth_api (the default, argon2id, is measured apart by write_api_bench: "
+        "hashing alone caps a 2-core machine's commands/s)",
     )
     p.add_argument("--poll-ms", type=float, default=5.0, help="read-model poll interval")
     p.add_argument("--drain-timeout", type=float, default=60.0)
@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
 def run(args: Any, env: dict[str, str], topic: str, rid: str) -> dict[str, Any]:
     from bench import resources
-    from bench.processes import Processes, stop_stale_processes, wait_http_ok
+    from bench.processes import bench_processes, stop_stale_processes, wait_celery_ready, wait_http_ok
 
     stop_stale_processes()
     resources.prepare_databases()
@@ -86,20 +86,19 @@ def run(args: Any, env: dict[str, str], topic: str, rid: str) -> dict[str, Any]:
     resources.reset_auth()
     resources.reset_query()
     resources.create_topic(topic)
-    procs = Processes(env=env, log_dir=LOG_DIR / f"e2e-{rid}")
+    procs = bench_processes(env, LOG_DIR / f"e2e-{rid}")
     rows: list[dict[str, Any]] = []
     notes: list[str] = []
     series: dict[str, Any] = {}
     watcher = Watcher(resources.query_engine(), args.poll_ms / 1000)
     port = int(env["AUTH_API_PORT"])
     try:
-        for name in ("relay_worker", "beat", "projector", "auth_api", "query_api"):
+        for name in ("relay_worker", "projection_worker", "beat", "projector", "auth_api", "query_api"):
             procs.start(name)
-        procs.start("projection_worker", concurrency=2)
         wait_http_ok(port)
         wait_http_ok(int(env["QUERY_API_PORT"]))
-        procs.wait_celery_ready("relay_worker")
-        procs.wait_celery_ready("projection_worker")
+        wait_celery_ready(procs, "relay_worker")
+        wait_celery_ready(procs, "projection_worker")
         procs.wait_for_log("projector", "projector: assigned")
         emails = _warm_up(watcher, port, args)
         spec = {"kind": "mix", "login_share": args.login_share, "emails": emails, "prefix": f"e2e-{rid}"}

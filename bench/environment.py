@@ -1,7 +1,7 @@
 """The benchmarks' own environment: databases, topics, consumer groups, vhost, ports, keys.
 
-``apply()`` must run before any project module is imported (``celery_config`` reads its
-settings at import time). Nothing here runs at import.
+``apply()`` puts it in this process's environment, for ``load_settings()`` here and for the
+processes the benchmark starts (the Procfile's variables too). Nothing here runs at import.
 """
 
 from __future__ import annotations
@@ -16,8 +16,6 @@ DATA_DIR = Path(os.environ.get("DATA_DIR", ROOT / ".data"))
 RESULTS_DIR = ROOT / "bench" / "results"
 LOG_DIR = DATA_DIR / "bench-logs"
 VHOST = "cqrs_bench"
-# Marks every process the benchmarks start, so a later run can find and stop leftovers by PID.
-MARKER = "CQRS_BENCH_PROCESS"
 
 _PG = "postgresql+psycopg2://cqrs:cqrs@127.0.0.1:{port}/{db}"
 _PG_PORT = os.environ.get("PGPORT", "5432")
@@ -37,6 +35,12 @@ BENCH_ENV: dict[str, str] = {
     "QUERY_API_PORT": "38089",
     "FLOWER_PORT": "38555",
     "PROJECTOR_METRICS_PORT": "39108",
+    "RELAY_METRICS_PORT": "39109",
+    "PROJECTION_METRICS_PORT": "39110",
+    # The Procfile's node names and beat schedule: never the ones of `make run` or the tests.
+    "RELAY_NODE": "relay-bench",
+    "PROJECTION_NODE": "projections-bench",
+    "BEAT_SCHEDULE": str(DATA_DIR / "bench-celerybeat-schedule"),
     "JWT_PRIVATE_KEY_FILE": str(DATA_DIR / "bench-keys" / "jwt_private.pem"),
     "JWT_PUBLIC_KEY_FILE": str(DATA_DIR / "bench-keys" / "jwt_public.pem"),
     "LOG_LEVEL": "INFO",  # as in production: log lines are part of the cost
@@ -66,7 +70,14 @@ def check(env: dict[str, str]) -> None:
         raise RuntimeError("the benchmarks use their own topics and consumer groups only")
 
 
-PORTS = ("AUTH_API_PORT", "QUERY_API_PORT", "FLOWER_PORT", "PROJECTOR_METRICS_PORT")
+PORTS = (
+    "AUTH_API_PORT",
+    "QUERY_API_PORT",
+    "FLOWER_PORT",
+    "PROJECTOR_METRICS_PORT",
+    "RELAY_METRICS_PORT",
+    "PROJECTION_METRICS_PORT",
+)
 
 
 def _port_taken(port: int) -> bool:
@@ -94,11 +105,11 @@ def choose_ports(env: dict[str, str]) -> dict[str, str]:
 
 
 def instance_env(tiny: bool) -> dict[str, str]:
-    """BENCH_ENV, or for a tiny run the same with its own databases and vhost."""
+    """BENCH_ENV, or for a tiny run the same with its own databases, vhost and beat schedule."""
     env = dict(BENCH_ENV)
     env["BENCH_VHOST"] = VHOST + (TINY_SUFFIX if tiny else "")
     if tiny:
-        for key in ("AUTH_DATABASE_URL", "QUERY_DATABASE_URL"):
+        for key in ("AUTH_DATABASE_URL", "QUERY_DATABASE_URL", "BEAT_SCHEDULE"):
             env[key] += TINY_SUFFIX
         env["CELERY_BROKER_URL"] = env["CELERY_BROKER_URL"].rsplit("/", 1)[0] + "/" + env["BENCH_VHOST"]
     return env

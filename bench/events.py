@@ -49,14 +49,14 @@ def user_events(count: int, logins_per_user: int = 3, block: int = 100) -> Itera
 
 
 def outbox_copy_buffer(events: list[Any]) -> io.StringIO:
-    """Rows for ``COPY outbox (event_id, aggregate_id, event_type, payload, headers)``."""
+    """Rows for ``COPY outbox (event_id, user_id, event_type, payload, headers)``."""
     from event_contract import serialize_event
 
     buffer = io.StringIO()
     for event in events:
         headers = json.dumps({"request_id": uuid.uuid4().hex})
         payload = "\\\\x" + serialize_event(event).hex()
-        buffer.write(f"{event.id}\t{event.subject}\t{event.type}\t{payload}\t{headers}\n")
+        buffer.write(f"{event.id}\t{event.user_id}\t{event.type}\t{payload}\t{headers}\n")
     buffer.seek(0)
     return buffer
 
@@ -67,7 +67,7 @@ def fill_outbox(engine: Any, events: list[Any]) -> None:
     try:
         with raw.cursor() as cur:
             cur.copy_expert(
-                "COPY outbox (event_id, aggregate_id, event_type, payload, headers) FROM STDIN",
+                "COPY outbox (event_id, user_id, event_type, payload, headers) FROM STDIN",
                 outbox_copy_buffer(events),
             )
         raw.commit()
@@ -108,7 +108,7 @@ def fill_topic(topic: str, events: list[Any]) -> float:
             try:
                 producer.produce(
                     topic,
-                    key=str(event.subject).encode(),
+                    key=str(event.user_id).encode(),
                     value=serialize_event(event),
                     headers=headers,
                     on_delivery=on_delivery,

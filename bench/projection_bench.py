@@ -7,10 +7,8 @@ start empty, the projection workers are started and ready, then the real project
 (``python -m projector``) starts on a fresh consumer group; the clock runs from the
 projector's start until ``read_model.processed_events`` holds N rows.
 
---mode processes    N separate ``celery worker -Q projections --concurrency 1`` processes
---mode concurrency  one ``celery worker -Q projections --concurrency N`` (as the Procfile)
---variant prototype runs the workers on ``bench.patched_celery`` (the batched projection of
-                    bench/prototypes.py), to measure the proposed change before/after.
+--mode processes    N separate projection workers (the Procfile's, with concurrency 1)
+--mode concurrency  one projection worker (the Procfile's) with concurrency N
 """
 
 from __future__ import annotations
@@ -31,7 +29,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--events", type=int, default=100_000)
     p.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     p.add_argument("--mode", choices=["processes", "concurrency"], default="processes")
-    p.add_argument("--variant", choices=["current", "prototype"], nargs="+", default=["current"])
     p.add_argument("--logins-per-user", type=int, default=3)
     p.add_argument("--partitions", type=int, default=6)
     p.add_argument("--timeout", type=float, default=1500.0, help="give up after this many seconds")
@@ -75,42 +72,38 @@ def run(args: Any, env: dict[str, str], topic: str, rid: str) -> dict[str, Any]:
                 else "one `celery worker -Q projections --concurrency N`"
             )
         )
-        for variant in args.variant:
-            for workers in args.workers:
-                measured = _measure(args, env, topic, f"{rid}-{variant}-{workers}", workers, variant)
-                label = f"projection ({variant}), {workers} worker{'s' if workers > 1 else ''}"
-                rows.append(
-                    row(
-                        f"{label}: {args.events:,} events, projector start -> all processed",
-                        round(measured["rate"], 1),
-                        "events/s",
-                        f">= {TARGET:,}",
-                        measured["rate"] >= TARGET,
-                    )
+        for workers in args.workers:
+            measured = _measure(args, env, topic, f"{rid}-{workers}", workers)
+            label = f"projection, {workers} worker{'s' if workers > 1 else ''}"
+            rows.append(
+                row(
+                    f"{label}: {args.events:,} events, projector start -> all processed",
+                    round(measured["rate"], 1),
+                    "events/s",
+                    f">= {TARGET:,}",
+                    measured["rate"] >= TARGET,
                 )
-                rows.append(
-                    row(
-                        f"{label}: steady rate (10%..90% of events)", round(measured["steady"], 1), "events/s"
-                    )
+            )
+            rows.append(
+                row(f"{label}: steady rate (10%..90% of events)", round(measured["steady"], 1), "events/s")
+            )
+            rows.append(
+                row(
+                    f"{label}: CPU of the projection worker processes per event "
+                    "(less sensitive to other load than events/s)",
+                    round(measured["workers_cpu_us_per_event"], 1),
+                    "µs",
                 )
-                rows.append(
-                    row(
-                        f"{label}: CPU of the projection worker processes per event "
-                        "(less sensitive to other load than events/s)",
-                        round(measured["workers_cpu_us_per_event"], 1),
-                        "µs",
-                    )
-                )
-                series[f"{variant}-{workers}w"] = measured["timeline"]
-                shares = ", ".join(
-                    f"{k} {v:.0f}"
-                    for k, v in sorted(measured["cpu_us_per_event"].items(), key=lambda kv: -kv[1])
-                )
-                notes.append(f"{label}: CPU µs per event by process (servers shared with others): {shares}")
-                if measured.get("busy") is not None:
-                    notes.append(f"{label}: whole machine CPU busy {measured['busy']:.0%} during the run")
-                if measured.get("profile"):
-                    notes.append(f"{label}: profile {measured['profile']}")
+            )
+            series[f"{workers}w"] = measured["timeline"]
+            shares = ", ".join(
+                f"{k} {v:.0f}" for k, v in sorted(measured["cpu_us_per_event"].items(), key=lambda kv: -kv[1])
+            )
+            notes.append(f"{label}: CPU µs per event by process (servers shared with others): {shares}")
+            if measured.get("busy") is not None:
+                notes.append(f"{label}: whole machine CPU busy {measured['busy']:.0%} during the run")
+            if measured.get("profile"):
+                notes.append(f"{label}: profile {measured['profile']}")
     finally:
         resources.delete_topic(topic)
         resources.reset_query()
@@ -121,7 +114,6 @@ def run(args: Any, env: dict[str, str], topic: str, rid: str) -> dict[str, Any]:
             "events": args.events,
             "workers": args.workers,
             "mode": args.mode,
-            "variants": args.variant,
             "logins_per_user": args.logins_per_user,
         },
         "rows": rows,
@@ -130,19 +122,16 @@ def run(args: Any, env: dict[str, str], topic: str, rid: str) -> dict[str, Any]:
     }
 
 
-def _measure(
-    args: Any, env: dict[str, str], topic: str, tag: str, workers: int, variant: str
-) -> dict[str, Any]:
+def _measure(args: Any, env: dict[str, str], topic: str, tag: str, workers: int) -> dict[str, Any]:
     from bench import profiling, resources
+    from bench.environment import free_port
     from bench.machine import BusyMeter
-    from bench.processes import Processes
+    from bench.processes import bench_processes, wait_celery_ready
 
     resources.reset_query()
     resources.purge_queues()
     extra = {"PROJECTOR_GROUP_ID": f"query-projector-bench-{tag}", "KAFKA_TOPIC": topic}
-    if variant == "prototype":
-        extra["BENCH_CELERY_APP"] = "bench.patched_celery"
-    procs = Processes(env={**env, **extra}, log_dir=LOG_DIR / f"projection-{tag}")
+    procs = bench_processes({**env, **extra}, LOG_DIR / f"projection-{tag}")
     engine = resources.query_engine()
     profilers = []
     try:
@@ -150,13 +139,15 @@ def _measure(
         if args.mode == "processes":
             for i in range(workers):
                 name = f"projection_worker_{i}"
-                procs.start("projection_worker", as_name=name, concurrency=1, index=i)
+                # Each its own node name (from as_name) and metrics port.
+                own = {"PROJECTION_CONCURRENCY": "1", "PROJECTION_METRICS_PORT": str(free_port())}
+                procs.start("projection_worker", own, as_name=name)
                 names.append(name)
         else:
-            procs.start("projection_worker", concurrency=workers)
+            procs.start("projection_worker", {"PROJECTION_CONCURRENCY": str(workers)})
             names.append("projection_worker")
         for name in names:
-            procs.wait_celery_ready(name)
+            wait_celery_ready(procs, name)
         worker_pids = {name: procs.pid(name) for name in names}
         cpu_before = tree_cpu_seconds(worker_pids | server_pids())
         meter = BusyMeter().start()
@@ -164,7 +155,7 @@ def _measure(
         procs.start("projector")
         if args.profile:
             for name in names:
-                out = args.out.parent / f"profile-projection-{variant}-{workers}w-{name}.collapsed"
+                out = args.out.parent / f"profile-projection-{workers}w-{name}.collapsed"
                 profilers.append((profiling.start_record(procs.pid(name), out, duration=20), out))
         marks = [(0.0, 0)]
         deadline = time.monotonic() + args.timeout

@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
 def run(args: Any, env: dict[str, str]) -> dict[str, Any]:
     from bench import resources
-    from bench.processes import Processes, stop_stale_processes, wait_http_ok
+    from bench.processes import bench_processes, stop_stale_processes, wait_http_ok
 
     stop_stale_processes()
     resources.prepare_databases()
@@ -56,7 +56,7 @@ def run(args: Any, env: dict[str, str]) -> dict[str, Any]:
     user_ids = _fill_read_model(args.users)
     tokens = mint_tokens(str(user_ids[0]))
     port = int(env["QUERY_API_PORT"])
-    procs = Processes(env=env, log_dir=LOG_DIR / f"read-api-{run_id()}")
+    procs = bench_processes(env, LOG_DIR / f"read-api-{run_id()}")
     tool = args.tool
     if tool == "auto":
         tool = "wrk" if shutil.which("wrk") else "python"
@@ -146,11 +146,14 @@ def _fill_read_model(count: int) -> list[uuid.UUID]:
 
 def mint_tokens(user_id: str) -> dict[str, str]:
     """Access tokens signed with the benchmark's key: a plain user and an admin."""
+    from dataclasses import replace
+
     from flask_jwt_extended import create_access_token
 
     from auth_api import create_app
+    from settings import load_settings
 
-    app = create_app({"RELAY_KICK": False})
+    app = create_app(replace(load_settings(), relay_kick=False))
     with app.app_context():
         user = create_access_token(
             identity=user_id, additional_claims={"roles": ["user"], "email": "reader-1@example.com"}

@@ -9,6 +9,7 @@ import os
 import subprocess
 import time
 from functools import cache
+from typing import Any
 
 import psycopg2
 from sqlalchemy import Engine, create_engine, text
@@ -42,17 +43,19 @@ def _create_database(url: str) -> None:
 
 def prepare_databases() -> None:
     """Create ``auth_bench``/``query_bench`` if missing and migrate them to head."""
+    from dataclasses import replace
+
     from flask_migrate import upgrade
 
     from auth_api import create_app as create_auth_app
     from query_api import create_app as create_query_app
     from settings import load_settings
 
-    settings = load_settings()
+    settings = replace(load_settings(), relay_kick=False)
     for url in (settings.auth_database_url, settings.query_database_url):
         _create_database(url)
     for factory in (create_auth_app, create_query_app):
-        app = factory({"RELAY_KICK": False})
+        app = factory(settings)
         with app.app_context():
             upgrade()
             from auth_api.extensions import db as auth_db
@@ -125,59 +128,33 @@ def _vhost_usable() -> bool:
         return False
 
 
-def purge_queues() -> None:
-    from celery_config.app import celery_app
+@cache
+def celery_app() -> Any:
+    """A Celery app on the benchmark's vhost, to declare and purge its queues."""
+    from celery_config.app import make_celery
+    from settings import load_settings
 
-    with celery_app.connection_for_write() as conn:
-        for queue in celery_app.conf.task_queues:
+    return make_celery(load_settings())
+
+
+def purge_queues() -> None:
+    app = celery_app()
+    with app.connection_for_write() as conn:
+        for queue in app.conf.task_queues:
             queue.bind(conn.default_channel).declare()
             queue.bind(conn.default_channel).purge()
-
-
-def queue_depth(queue: str) -> int:
-    from celery_config.app import celery_app
-
-    with celery_app.connection_for_read() as conn:
-        return int(conn.default_channel.queue_declare(queue=queue, passive=True).message_count)
 
 
 # --- Kafka -------------------------------------------------------------------------------
 
 
 def create_topic(name: str, partitions: int = 6) -> None:
-    from confluent_kafka import KafkaException
-    from confluent_kafka.admin import AdminClient, NewTopic
-
+    from services.create_topic import create_topic as create
     from settings import load_settings
 
     if "bench" not in name:
         raise RuntimeError(f"benchmarks create only their own topics, not {name!r}")
-    admin = AdminClient({"bootstrap.servers": load_settings().kafka_bootstrap})
-    futures = admin.create_topics(
-        [NewTopic(name, num_partitions=partitions, replication_factor=1, config={"retention.ms": "-1"})]
-    )
-    for future in futures.values():
-        try:
-            future.result(30)
-        except KafkaException as exc:
-            if "TOPIC_ALREADY_EXISTS" not in str(exc):
-                raise
-    _wait_for_leaders(admin, name, partitions)
-
-
-def _wait_for_leaders(admin: object, name: str, partitions: int, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        topic = admin.list_topics(name, timeout=10).topics.get(name)  # type: ignore[attr-defined]
-        if (
-            topic is not None
-            and topic.error is None
-            and len(topic.partitions) == partitions
-            and all(p.leader >= 0 for p in topic.partitions.values())
-        ):
-            return
-        time.sleep(0.1)
-    raise RuntimeError(f"topic {name} has no leaders after {timeout} s")
+    create(load_settings().kafka_bootstrap, name, partitions, timeout=60.0)
 
 
 def delete_topic(name: str) -> None:

@@ -30,8 +30,7 @@ from bench.machine import wait_until_quiet
 # name -> (module, arguments of a full run, arguments of a tiny run or None to skip it)
 SCRIPTS: dict[str, tuple[str, list[str], list[str] | None]] = {
     "relay": ("bench.relay_bench", [], []),
-    # Before/after of the proposed set-based projection (bench/prototypes.py).
-    "projection": ("bench.projection_bench", ["--variant", "current", "prototype"], []),
+    "projection": ("bench.projection_bench", [], []),
     "e2e": ("bench.e2e_bench", [], []),
     "read_api": ("bench.read_api_bench", [], []),
     "write_api": ("bench.write_api_bench", [], []),
@@ -84,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
     # The children switch to BENCH_ENV themselves; these only make sure nothing from the
     # caller's environment (a test session's, say) points them elsewhere.
-    for key in (*BENCH_ENV, "BENCH_VHOST", "BENCH_CELERY_APP"):
+    for key in (*BENCH_ENV, "BENCH_VHOST"):
         env.pop(key, None)
     for name in names:
         out = results_dir / f"{name}.json"

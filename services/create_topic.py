@@ -1,6 +1,9 @@
 #!/usr/bin/env python3
 """Create the project's Kafka topic (idempotent) with confluent_kafka's AdminClient.
 
+``create_topic()`` is the project's one topic creator (tests and benchmarks import it);
+as a script (``services/up.sh``):
+
     python services/create_topic.py [--bootstrap 127.0.0.1:9092] [--topic user-events]
                                     [--partitions 6] [--timeout 60]
 
@@ -89,10 +92,25 @@ def ensure_config(admin: AdminClient, topic: str, timeout: float) -> None:
         fut.result(timeout=timeout)
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    deadline = time.monotonic() + args.timeout
-    admin = AdminClient({"bootstrap.servers": args.bootstrap, "socket.timeout.ms": 10000})
+class TopicError(RuntimeError):
+    """The topic could not be created, or its partitions got no leader, before the deadline."""
+
+
+def create_topic(
+    bootstrap: str,
+    topic: str,
+    partitions: int = 6,
+    *,
+    replication_factor: int = 1,
+    timeout: float = 60.0,
+) -> None:
+    """Create ``topic`` if missing and return once every partition has a leader.
+
+    The one topic creator of the project: ``services/up.sh`` (through ``main``), the tests and
+    the benchmarks call it. Raises ``TopicError`` when the deadline passes.
+    """
+    deadline = time.monotonic() + timeout
+    admin = AdminClient({"bootstrap.servers": bootstrap, "socket.timeout.ms": 10000})
 
     def remaining() -> float:
         return max(1.0, deadline - time.monotonic())
@@ -101,77 +119,77 @@ def main(argv: list[str] | None = None) -> int:
     # 1. create (retrying transient errors until the deadline; "already exists" is fine)
     while True:
         new = NewTopic(
-            args.topic,
-            num_partitions=args.partitions,
-            replication_factor=args.replication_factor,
-            config=dict(TOPIC_CONFIG),
+            topic, num_partitions=partitions, replication_factor=replication_factor, config=dict(TOPIC_CONFIG)
         )
-        fut = admin.create_topics([new], operation_timeout=min(30.0, remaining()))[args.topic]
+        fut = admin.create_topics([new], operation_timeout=min(30.0, remaining()))[topic]
         try:
             fut.result(timeout=remaining())
-            log(
-                f"created topic {args.topic!r} ({args.partitions} partitions, "
-                f"RF {args.replication_factor}) on {args.bootstrap}"
-            )
+            log(f"created topic {topic!r} ({partitions} partitions, RF {replication_factor}) on {bootstrap}")
             break
         except KafkaException as exc:
             if error_code(exc) == KafkaError.TOPIC_ALREADY_EXISTS:
-                log(f"topic {args.topic!r} already exists on {args.bootstrap}")
+                log(f"topic {topic!r} already exists on {bootstrap}")
                 existed = True
                 break
             if time.monotonic() >= deadline:
-                log(f"ERROR: could not create topic {args.topic!r} on {args.bootstrap}: {exc}")
-                return 1
+                raise TopicError(f"could not create topic {topic!r} on {bootstrap}: {exc}") from exc
             log(f"retrying after: {exc}")
             time.sleep(1.0)
         except Exception as exc:  # timeouts from concurrent.futures, etc.
             if time.monotonic() >= deadline:
-                log(f"ERROR: could not create topic {args.topic!r} on {args.bootstrap}: {exc!r}")
-                return 1
+                raise TopicError(f"could not create topic {topic!r} on {bootstrap}: {exc!r}") from exc
             log(f"retrying after: {exc!r}")
             time.sleep(1.0)
 
     if existed:
-        ensure_config(admin, args.topic, remaining())
+        ensure_config(admin, topic, remaining())
 
     # 2. make sure the partition count is at least what was asked for
     parts = None
     while parts is None:
         try:
-            parts = topic_partitions(admin, args.topic, min(10.0, remaining()))
+            parts = topic_partitions(admin, topic, min(10.0, remaining()))
         except KafkaException as exc:
             log(f"metadata: {exc}")
         if parts is None:
             if time.monotonic() >= deadline:
-                log(f"ERROR: topic {args.topic!r} not visible in metadata")
-                return 1
+                raise TopicError(f"topic {topic!r} not visible in metadata")
             time.sleep(0.5)
-    if len(parts) != args.partitions:
+    if len(parts) != partitions:
         # Never repartition: a key's partition would change, and one user's events would
         # then sit in two partitions, losing their order. Changing it is a migration.
-        log(
-            f"WARNING: topic {args.topic!r} has {len(parts)} partitions "
-            f"(not {args.partitions}); left as is"
-        )
+        log(f"WARNING: topic {topic!r} has {len(parts)} partitions (not {partitions}); left as is")
 
     # 3. wait until every partition has a leader
     while True:
         try:
-            parts = topic_partitions(admin, args.topic, min(10.0, remaining()))
+            parts = topic_partitions(admin, topic, min(10.0, remaining()))
         except KafkaException as exc:
             log(f"metadata: {exc}")
             parts = None
-        if (
-            parts
-            and len(parts) >= args.partitions
-            and all(p.leader >= 0 and p.error is None for p in parts.values())
-        ):
-            log(f"topic {args.topic!r} ready: {len(parts)} partitions with leaders")
-            return 0
+        led = parts and all(p.leader >= 0 and p.error is None for p in parts.values())
+        if parts and led and len(parts) >= partitions:
+            log(f"topic {topic!r} ready: {len(parts)} partitions with leaders")
+            return
         if time.monotonic() >= deadline:
-            log(f"ERROR: topic {args.topic!r} partitions have no leader yet after {args.timeout}s")
-            return 1
+            raise TopicError(f"topic {topic!r} partitions have no leader yet after {timeout}s")
         time.sleep(0.3)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        create_topic(
+            args.bootstrap,
+            args.topic,
+            args.partitions,
+            replication_factor=args.replication_factor,
+            timeout=args.timeout,
+        )
+    except TopicError as exc:
+        log(f"ERROR: {exc}")
+        return 1
+    return 0
 
 
 if __name__ == "__main__":

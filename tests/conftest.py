@@ -123,12 +123,11 @@ def _sql(url: str, statement: str) -> None:
 def system(test_databases: None, broker_vhost: None, topic: str, tmp_path_factory: pytest.TempPathFactory):
     """Every process of the system, each on its own PID, against the test environment."""
     from tests.support.environment import TEST_ENV
-    from tests.support.processes import ProcessGroup, stop_stale_processes, wait_for_port
+    from tests.support.processes import session_processes, stop_stale_processes, wait_for_port
     from tests.support.system import System
 
     stop_stale_processes()
-    log_dir = ROOT / ".data" / "test-logs" / environment.RUN_ID
-    group = ProcessGroup(env=dict(TEST_ENV), log_dir=log_dir)
+    group = session_processes(ROOT / ".data" / "test-logs" / environment.RUN_ID)
     running = System(group)
     try:
         for name in ("relay_worker", "projection_worker", "beat", "projector", "auth_api", "query_api"):

@@ -6,20 +6,11 @@ import uuid
 from dataclasses import dataclass
 
 from confluent_kafka import Consumer, KafkaException, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient
 
+from services.create_topic import create_topic
 
-def create_topic(bootstrap: str, name: str, partitions: int = 6) -> None:
-    admin = AdminClient({"bootstrap.servers": bootstrap})
-    futures = admin.create_topics(
-        [NewTopic(name, num_partitions=partitions, replication_factor=1, config={"retention.ms": "-1"})]
-    )
-    for future in futures.values():
-        try:
-            future.result(30)
-        except KafkaException as exc:
-            if "TOPIC_ALREADY_EXISTS" not in str(exc):
-                raise
+__all__ = ["Record", "committed_offsets", "create_topic", "delete_topic", "fresh_topic", "read_all"]
 
 
 def delete_topic(bootstrap: str, name: str) -> None:
