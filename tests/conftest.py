@@ -64,7 +64,7 @@ def test_databases(settings: Any) -> None:
 @pytest.fixture(scope="session")
 def broker_vhost(settings: Any) -> None:
     """The session's RabbitMQ vhost, emptied of tasks a previous run left behind."""
-    subprocess.run(["bash", str(ROOT / "services" / "rabbitmq.sh"), "vhost", "cqrs_test"], check=True)
+    subprocess.run(["bash", str(ROOT / "services" / "rabbitmq.sh"), "vhost", environment.VHOST], check=True)
     from celery_config.app import make_celery
 
     celery_app = make_celery(settings)

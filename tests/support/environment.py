@@ -21,20 +21,28 @@ PG_PORT = os.environ.get("PGPORT", "5432")
 KAFKA_PORT = os.environ.get("KAFKA_PORT", "9092")
 
 
+# TEST_NAMESPACE=<n> (a small number) gives a session databases, a vhost, ports and files of
+# its own, so two checkouts on one machine can run test sessions side by side.
+NAMESPACE = os.environ.get("TEST_NAMESPACE", "")
+if NAMESPACE and not NAMESPACE.isdigit():
+    raise SystemExit("TEST_NAMESPACE must be a small number (it shifts the test ports)")
+SUFFIX = f"_{NAMESPACE}" if NAMESPACE else ""
+VHOST = f"cqrs_test{SUFFIX}"
+
+
 def _port(name: str, default: str) -> str:
-    # TEST_<NAME> moves a port, so a second checkout (or a second engineer's servers, started
-    # with other PGPORT/RABBITMQ_PORT/KAFKA_PORT and DATA_DIR) can run its own session.
-    return os.environ.get(f"TEST_{name}", default)
+    # TEST_<NAME> moves one port; a namespace moves them all by 100 per step.
+    return os.environ.get(f"TEST_{name}", str(int(default) + 100 * int(NAMESPACE or 0)))
 
 
 TEST_ENV = {
-    "AUTH_DATABASE_URL": PG.format(port=PG_PORT, db="auth_test"),
-    "QUERY_DATABASE_URL": PG.format(port=PG_PORT, db="query_test"),
+    "AUTH_DATABASE_URL": PG.format(port=PG_PORT, db=f"auth_test{SUFFIX}"),
+    "QUERY_DATABASE_URL": PG.format(port=PG_PORT, db=f"query_test{SUFFIX}"),
     "KAFKA_TOPIC": f"user-events-test-{RUN_ID}",
     "PROJECTOR_GROUP_ID": f"query-projector-test-{RUN_ID}",
     "KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{KAFKA_PORT}",
-    "CELERY_BROKER_URL": f"amqp://guest:guest@127.0.0.1:{os.environ.get('RABBITMQ_PORT', '5672')}/cqrs_test",
-    # Registration hashes in every test; the production default (scrypt) is tested apart.
+    "CELERY_BROKER_URL": f"amqp://guest:guest@127.0.0.1:{os.environ.get('RABBITMQ_PORT', '5672')}/{VHOST}",
+    # Registration hashes in every test; the production default (argon2id) is tested apart.
     "PASSWORD_HASH_METHOD": "pbkdf2:sha256:1000",
     "AUTH_API_PORT": _port("AUTH_API_PORT", "18088"),
     "QUERY_API_PORT": _port("QUERY_API_PORT", "18089"),
@@ -44,9 +52,9 @@ TEST_ENV = {
     "LOG_LEVEL": "INFO",
     "RELAY_METRICS_PORT": _port("RELAY_METRICS_PORT", "19109"),
     "PROJECTION_METRICS_PORT": _port("PROJECTION_METRICS_PORT", "19110"),
-    "RELAY_NODE": "relay-test",
-    "PROJECTION_NODE": "projections-test",
-    "BEAT_SCHEDULE": str(DATA_DIR / "test-celerybeat-schedule"),
+    "RELAY_NODE": f"relay-test{SUFFIX}",
+    "PROJECTION_NODE": f"projections-test{SUFFIX}",
+    "BEAT_SCHEDULE": str(DATA_DIR / f"test-celerybeat-schedule{SUFFIX}"),
     "JWT_PRIVATE_KEY_FILE": str(DATA_DIR / "test-keys" / "jwt_private.pem"),
     "JWT_PUBLIC_KEY_FILE": str(DATA_DIR / "test-keys" / "jwt_public.pem"),
 }
