@@ -49,6 +49,8 @@ class Settings:
     # --- HTTP ---
     cors_origins: tuple[str, ...]
     consistency_wait_seconds: float
+    consistency_max_waits: int  # per read API process; the other threads keep serving
+    consistency_token_ttl: timedelta
     relay_kick: bool  # commands ask a relay worker to run right after commit
     web_workers: int
     web_threads: int
@@ -115,6 +117,9 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         lockout_duration=timedelta(seconds=integer("LOCKOUT_DURATION_SECONDS", 15 * 60)),
         cors_origins=tuple(o.strip() for o in text("CORS_ORIGINS", "").split(",") if o.strip()),
         consistency_wait_seconds=number("CONSISTENCY_WAIT_SECONDS", 2.0),
+        # At most half the threads of a process may wait, so waits never starve other reads.
+        consistency_max_waits=integer("CONSISTENCY_MAX_WAITS", max(1, integer("WEB_THREADS", 4) // 2)),
+        consistency_token_ttl=timedelta(seconds=integer("CONSISTENCY_TOKEN_TTL_SECONDS", 600)),
         relay_kick=flag("RELAY_KICK", True),
         web_workers=integer("WEB_CONCURRENCY", 2),
         web_threads=integer("WEB_THREADS", 4),

@@ -9,7 +9,7 @@ from flask import Flask
 from auth_api.extensions import db, jwt, migrate
 from settings import ROOT, Settings, load_settings
 from web.app_setup import ENGINE_OPTIONS, install_web_conventions
-from web.jwt_setup import jwt_config
+from web.jwt_setup import WRITE_API, jwt_config
 from web.observability import database_ready, install_observability
 
 
@@ -20,7 +20,8 @@ def create_app(settings: Settings | None = None, config: dict[str, Any] | None =
     app.config.update(
         SQLALCHEMY_DATABASE_URI=settings.auth_database_url,
         SQLALCHEMY_ENGINE_OPTIONS=ENGINE_OPTIONS,
-        **jwt_config(settings, signing=True),
+        **jwt_config(settings, signing=True, audience=WRITE_API),
+        CONSISTENCY_TOKEN_TTL=settings.consistency_token_ttl,
     )
     app.config.update(config or {})
 

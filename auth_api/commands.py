@@ -16,7 +16,7 @@ from sqlalchemy.exc import IntegrityError
 
 from auth_api.emails import normalize_email
 from auth_api.lockout import LockoutPolicy
-from auth_api.models import Device, User
+from auth_api.models import Device, User, UserSession
 from auth_api.passwords import PasswordHasher
 from auth_api.unit_of_work import UnitOfWork
 
@@ -58,11 +58,24 @@ class Account:
         return cls(user.id, user.email, tuple(user.roles))
 
 
+class SessionRefused(Exception):
+    """A refresh token that no longer opens its session (ended, reused, account locked...)."""
+
+
+@dataclass(frozen=True)
+class SessionGrant:
+    """What the next refresh token must carry: its session and its (single-use) id."""
+
+    session_id: uuid.UUID
+    refresh_jti: uuid.UUID
+
+
 @dataclass(frozen=True)
 class Outcome:
     account: Account
     event_id: uuid.UUID | None  # None when the command changed nothing
-
+    session: SessionGrant | None = None
+    sequence: int | None = None  # the user's version after the command
 
 def register(
     uow: UnitOfWork,
@@ -82,7 +95,7 @@ def register(
             (event,) = uow.commit(headers)
         except IntegrityError as exc:  # the unique email index: taken, or a concurrent twin won
             raise EmailTaken(account.email) from exc
-    return Outcome(account, event.id)
+    return Outcome(account, event.id, sequence=event.sequence)
 
 
 def log_in(
@@ -122,10 +135,44 @@ def log_in(
             if locked:
                 raise AccountLocked(int(policy.lock_for.total_seconds()))
             raise InvalidCredentials()
-        event = user.log_in(device, now, upgraded)
+        session = UserSession.start(user.id, now)
+        uow.sessions.add(session)
+        event = user.log_in(device, now, session, upgraded)
+        account = Account.of(user)
+        grant = SessionGrant(session.id, session.refresh_jti)
+        uow.commit(headers)
+    return Outcome(account, event.id, grant, event.sequence)
+
+
+def refresh(
+    uow: UnitOfWork,
+    user_id: uuid.UUID,
+    session_id: uuid.UUID,
+    refresh_jti: uuid.UUID,
+    *,
+    headers: dict[str, str] | None = None,
+    clock: Clock = utc_now,
+) -> Outcome:
+    """Rotate the session's refresh token; a token used twice ends its whole session."""
+    with uow:
+        user = uow.users.get(user_id, for_update=True)  # the user's lock first, as every command
+        session = uow.sessions.get(session_id, for_update=True)
+        if user is None or session is None or session.user_id != user.id:
+            raise SessionRefused("unknown session")
+        if session.ended_at is not None:
+            raise SessionRefused("the session has ended")
+        now = clock()
+        if session.refresh_jti != refresh_jti:
+            # A spent token came back: whoever holds the family, it is no longer safe.
+            user.end_session(session, "reuse-detected", now)
+            uow.commit(headers)
+            raise SessionRefused("the refresh token was already used; the session is ended")
+        if user.failure_count.retry_after(now) is not None:
+            raise SessionRefused("the account is locked")
+        grant = SessionGrant(session.id, session.rotate(now))
         account = Account.of(user)
         uow.commit(headers)
-    return Outcome(account, event.id)
+    return Outcome(account, None, grant)
 
 
 def change_role(
@@ -148,8 +195,3 @@ def change_role(
     return Outcome(account, event.id if event else None)
 
 
-def current_account(uow: UnitOfWork, user_id: uuid.UUID) -> Account | None:
-    """The account as the write model has it now (roles for a refreshed token)."""
-    with uow:
-        user = uow.users.get(user_id)
-        return Account.of(user) if user else None

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, DateTime, Index, Integer, LargeBinary, Text, func, orm, text
+from sqlalchemy import BigInteger, DateTime, ForeignKey, Index, Integer, LargeBinary, Text, func, orm, text
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -73,13 +73,27 @@ class User(db.Model):
     def failure_count(self) -> FailureCount:
         return FailureCount(self.failed_attempts or 0, self.first_failed_at, self.locked_until)
 
-    def log_in(self, device: Device, now: datetime, new_password_hash: str | None = None) -> Event:
+    def log_in(
+        self, device: Device, now: datetime, session: UserSession, new_password_hash: str | None = None
+    ) -> Event:
+        """A successful login: the failure count resets and ``session`` starts."""
         self._set_failures(FailureCount())
         if new_password_hash is not None:  # a hash of an older scheme, upgraded on success
             self.password_hash = new_password_hash
-        return self._record(
-            "UserLoggedIn", {"email": self.email, "ip": device.ip, "user_agent": device.user_agent}, now
-        )
+        data = {
+            "email": self.email,
+            "ip": device.ip,
+            "user_agent": device.user_agent,
+            "session_id": session.id,
+        }
+        return self._record("UserLoggedIn", data, now)
+
+    def end_session(self, session: UserSession, reason: str, now: datetime) -> Event | None:
+        """End ``session`` (its refresh tokens stop working); None if it had ended already."""
+        if session.ended_at is not None:
+            return None
+        session.ended_at, session.end_reason = now, reason
+        return self._record("SessionEnded", {"session_id": session.id, "reason": reason}, now)
 
     def fail_login(self, device: Device, reason: str, now: datetime, policy: LockoutPolicy | None) -> bool:
         """Record a failed login; with a policy it counts. True if this failure locked the account."""
@@ -114,6 +128,38 @@ class User(db.Model):
         event = new_event(event_type, self.id, self.version, data, time=now)
         self.events.append(event)
         return event
+
+
+class UserSession(db.Model):
+    """A login's refresh-token family: one refresh token is valid at a time.
+
+    Every refresh rotates ``refresh_jti``; a refresh token whose id is not the current one
+    was used before, so the family is ended (RFC 9700, section 4.14: reuse detection).
+    """
+
+    __tablename__ = "sessions"
+
+    id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
+    user_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), ForeignKey("users.id"), nullable=False)
+    refresh_jti: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), nullable=False)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    last_used_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    ended_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    end_reason: Mapped[str | None] = mapped_column(Text)
+
+    __table_args__ = (Index("ix_sessions_user", "user_id"),)
+
+    @classmethod
+    def start(cls, user_id: uuid.UUID, now: datetime) -> UserSession:
+        return cls(
+            id=uuid.uuid4(), user_id=user_id, refresh_jti=uuid.uuid4(), created_at=now, last_used_at=now
+        )
+
+    def rotate(self, now: datetime) -> uuid.UUID:
+        """A new current refresh token id; the one just used is spent."""
+        self.refresh_jti = uuid.uuid4()
+        self.last_used_at = now
+        return self.refresh_jti
 
 
 class OutboxMessage(db.Model):

@@ -13,7 +13,9 @@ from auth_api.bootstrap import WriteSide
 from auth_api.commands import Account, AccountLocked, EmailTaken, InvalidCredentials
 from auth_api.models import Device
 from auth_api.schemas import LoginRequest, LoginResponse, RefreshResponse, RegisterRequest, RegisterResponse
+from web.consistency_token import ConsistencyClaim, sign_consistency_token
 from web.json_body import read_json
+from web.jwt_setup import WRITE_API
 from web.openapi import ApiDocument
 from web.problems import Problem
 
@@ -22,10 +24,11 @@ api = ApiDocument(
     "auth_api",
     "1.0.0",
     "Write side of the CQRS user service: commands that register users and log them in. "
-    "Every answer carries the event id; pass it as X-Consistency-Token to the query API "
-    "to read your own write.",
+    "Every answer carries the event id and a consistency token; pass the token as "
+    "X-Consistency-Token to the query API to read your own write.",
 )
 BODY_ERRORS = {400: None, 413: None, 415: None, 422: None}
+CHALLENGE = {"WWW-Authenticate": 'Bearer realm="auth_api"'}
 RETRY_AFTER = {429: {"Retry-After": {"schema": {"type": "integer"}, "description": "Seconds to wait"}}}
 
 
@@ -74,7 +77,9 @@ def register() -> ResponseReturnValue:
         )
     except EmailTaken as exc:
         raise Problem(409, "Conflict", "This email is already registered.") from exc
-    answer = RegisterResponse(id=str(outcome.account.id), event_id=str(outcome.event_id))
+    answer = RegisterResponse(
+        id=str(outcome.account.id), event_id=str(outcome.event_id), consistency_token=_consistency(outcome)
+    )
     return jsonify(answer.model_dump()), 201
 
 
@@ -105,7 +110,7 @@ def login() -> ResponseReturnValue:
             401,
             "Unauthorized",
             "Invalid email or password.",
-            headers={"WWW-Authenticate": 'Bearer realm="auth_api"'},
+            headers=CHALLENGE,
         ) from exc
     except AccountLocked as exc:
         raise Problem(
@@ -115,16 +120,14 @@ def login() -> ResponseReturnValue:
             headers={"Retry-After": str(exc.retry_after)},
             retry_after=exc.retry_after,
         ) from exc
-    claims = _claims(outcome.account)
-    identity = str(outcome.account.id)
-    access = create_access_token(identity=identity, additional_claims=claims)
-    refresh = create_refresh_token(identity=identity, additional_claims=claims)
+    access, refresh = _tokens(outcome)
     answer = LoginResponse(
         token=access,
         access_token=access,
         refresh_token=refresh,
         expires_in=_access_ttl(),
         event_id=str(outcome.event_id),
+        consistency_token=_consistency(outcome),
     )
     return jsonify(answer.model_dump())
 
@@ -133,19 +136,44 @@ def login() -> ResponseReturnValue:
     bp,
     "post",
     "/refresh",
-    "A new access token for a refresh token",
+    "Rotate a refresh token: a new access token and the next refresh token (single use)",
     responses={200: RefreshResponse, 401: None, 503: None},
     secured=True,
 )
 @jwt_required(refresh=True)
 def refresh() -> ResponseReturnValue:
-    # Roles are re-read from the write model: a revoked role does not survive a refresh.
+    """Rotate the refresh token (single use); roles are re-read, so a change applies now."""
+    claims = get_jwt()
     try:
-        user_id = uuid.UUID(str(get_jwt()["sub"]))
+        user_id, session_id, jti = (uuid.UUID(str(claims[k])) for k in ("sub", "sid", "jti"))
     except (KeyError, ValueError) as exc:
-        raise Problem(401, "Unauthorized", "The token has no valid subject.") from exc
-    account = commands.current_account(_write_side().unit_of_work(), user_id)
-    if account is None:
-        raise Problem(401, "Unauthorized", "The user of this token no longer exists.")
-    access = create_access_token(identity=str(account.id), additional_claims=_claims(account))
-    return jsonify(RefreshResponse(access_token=access, expires_in=_access_ttl()).model_dump())
+        raise Problem(401, "Unauthorized", "The token names no session.", headers=CHALLENGE) from exc
+    uow = _write_side().unit_of_work()
+    try:
+        outcome = commands.refresh(uow, user_id, session_id, jti, headers=_headers())
+    except commands.SessionRefused as exc:
+        detail = f"The session cannot be refreshed: {exc}."
+        raise Problem(401, "Unauthorized", detail, headers=CHALLENGE) from exc
+    access, refresh_token = _tokens(outcome)
+    answer = RefreshResponse(access_token=access, refresh_token=refresh_token, expires_in=_access_ttl())
+    return jsonify(answer.model_dump())
+
+
+def _consistency(outcome: commands.Outcome) -> str:
+    """A signed, caller-bound token for a read-your-writes wait on the query API."""
+    assert outcome.event_id is not None and outcome.sequence is not None
+    claim = ConsistencyClaim(outcome.account.id, outcome.event_id, outcome.sequence)
+    return sign_consistency_token(
+        current_app.config["JWT_PRIVATE_KEY"], claim, current_app.config["CONSISTENCY_TOKEN_TTL"]
+    )
+
+
+def _tokens(outcome: commands.Outcome) -> tuple[str, str]:
+    """An access token for both APIs, and the session's next single-use refresh token."""
+    assert outcome.session is not None
+    identity = str(outcome.account.id)
+    session = str(outcome.session.session_id)
+    access_claims = {**_claims(outcome.account), "sid": session}
+    access = create_access_token(identity=identity, additional_claims=access_claims)
+    refresh_claims = {"sid": session, "jti": str(outcome.session.refresh_jti), "aud": WRITE_API}
+    return access, create_refresh_token(identity=identity, additional_claims=refresh_claims)

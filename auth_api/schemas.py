@@ -34,9 +34,16 @@ class LoginRequest(_Body):
     password: str = Field(min_length=1, max_length=128, examples=["correct horse battery"])
 
 
+CONSISTENCY = (
+    "Send it as X-Consistency-Token to the query API (with this user's access token) to be answered "
+    "only once this write is visible."
+)
+
+
 class RegisterResponse(BaseModel):
     id: str
     event_id: str
+    consistency_token: str = Field(description=CONSISTENCY)
     message: str = "User registered successfully"
 
 
@@ -47,9 +54,11 @@ class LoginResponse(BaseModel):
     token_type: str = "Bearer"
     expires_in: int
     event_id: str
+    consistency_token: str = Field(description=CONSISTENCY)
 
 
 class RefreshResponse(BaseModel):
     access_token: str
+    refresh_token: str = Field(description="The next refresh token; the one just used is spent.")
     token_type: str = "Bearer"
     expires_in: int

@@ -16,7 +16,7 @@ from typing import Protocol, Self
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from auth_api.models import OutboxMessage, User
+from auth_api.models import OutboxMessage, User, UserSession
 from event_contract import Event, serialize_event
 
 
@@ -28,8 +28,14 @@ class Users(Protocol):
     def add(self, user: User) -> None: ...
 
 
+class Sessions(Protocol):
+    def get(self, session_id: uuid.UUID, *, for_update: bool = False) -> UserSession | None: ...
+    def add(self, session: UserSession) -> None: ...
+
+
 class UnitOfWork(Protocol):
     users: Users
+    sessions: Sessions
 
     def __enter__(self) -> Self: ...
     def __exit__(
@@ -67,6 +73,20 @@ class SqlUsers:
         return user
 
 
+class SqlSessions:
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    def get(self, session_id: uuid.UUID, *, for_update: bool = False) -> UserSession | None:
+        query = select(UserSession).where(UserSession.id == session_id)
+        if for_update:
+            query = query.with_for_update()
+        return self.session.execute(query.execution_options(populate_existing=True)).scalar_one_or_none()
+
+    def add(self, user_session: UserSession) -> None:
+        self.session.add(user_session)
+
+
 class SqlUnitOfWork:
     def __init__(self, session: Session, after_commit: Callable[[], None] = lambda: None) -> None:
         self.session = session
@@ -74,6 +94,7 @@ class SqlUnitOfWork:
 
     def __enter__(self) -> Self:
         self.users = SqlUsers(self.session)
+        self.sessions = SqlSessions(self.session)
         return self
 
     def __exit__(

@@ -33,12 +33,20 @@ class UserLoggedIn(_Data):
     email: str = Field(min_length=3, max_length=320)
     ip: str | None = Field(default=None, max_length=64)
     user_agent: str | None = Field(default=None, max_length=512)
+    # The session (refresh-token family) this login started; absent in older events.
+    session_id: uuid.UUID | None = Field(default=None, strict=False)  # a string in JSON
 
 
 class UserLoginFailed(_Data):
     email: str = Field(min_length=3, max_length=320)
     ip: str | None = Field(default=None, max_length=64)
     user_agent: str | None = Field(default=None, max_length=512)
+    reason: str = Field(min_length=1, max_length=64)
+
+
+class SessionEnded(_Data):
+    session_id: uuid.UUID = Field(strict=False)
+    # logout, logout-all, password-change, deactivation, reuse-detected
     reason: str = Field(min_length=1, max_length=64)
 
 
@@ -59,6 +67,7 @@ EVENT_TYPES: dict[str, type[_Data]] = {
     "UserLoginFailed": UserLoginFailed,
     "UserRoleGranted": UserRoleGranted,
     "UserRoleRevoked": UserRoleRevoked,
+    "SessionEnded": SessionEnded,
 }
 
 

@@ -9,7 +9,7 @@ from flask import Flask
 from query_api.extensions import db, jwt, migrate
 from settings import ROOT, Settings, load_settings
 from web.app_setup import ENGINE_OPTIONS, install_web_conventions
-from web.jwt_setup import jwt_config
+from web.jwt_setup import READ_API, jwt_config
 from web.observability import install_observability
 
 
@@ -21,8 +21,9 @@ def create_app(settings: Settings | None = None, config: dict[str, Any] | None =
         SQLALCHEMY_DATABASE_URI=settings.query_database_url,
         SQLALCHEMY_ENGINE_OPTIONS=ENGINE_OPTIONS,
         # Verifies tokens with the public key only: the private key file is never opened.
-        **jwt_config(settings, signing=False),
+        **jwt_config(settings, signing=False, audience=READ_API),
         CONSISTENCY_WAIT_SECONDS=settings.consistency_wait_seconds,
+        CONSISTENCY_MAX_WAITS=settings.consistency_max_waits,
     )
     app.config.update(config or {})
 

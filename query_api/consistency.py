@@ -1,57 +1,161 @@
-"""Read-your-writes: ``X-Consistency-Token: <event id>`` waits until that event is projected,
-and every earlier event of the same user with it.
+"""Read-your-writes: ``X-Consistency-Token: <token from the write API>``.
 
-Projection workers apply batches in parallel, so a user's login can be applied before the
-registration that precedes it; "the token's event is applied" alone would then answer 404
-to the user who just registered. The token's event records its user and sequence, and the
-wait ends once the user's sequences 1..N are all applied.
+The token is signed by the write API and names the caller's user, the event and the user's
+version after it (``web.consistency_token``). The read API refuses at once a token that is
+invalid, expired or someone else's, and otherwise answers once the user's events up to that
+version are all projected: projection workers apply batches in parallel, so "the event is
+applied" alone could show a login before the registration it follows.
+
+Waits are bounded: in time (``CONSISTENCY_WAIT_SECONDS``), per caller (one at a time per
+process) and in total (``CONSISTENCY_MAX_WAITS`` per process, below its thread count, so
+waiting requests never take every thread from the others); past a bound the answer is 503
+with Retry-After at once. A waiter sleeps until the projection's NOTIFY (``LISTEN
+read_model_applied`` on one connection per process) or a short fallback tick, then checks.
 """
 
 from __future__ import annotations
 
+import logging
+import os
+import select
+import threading
 import time
 import uuid
+from collections import Counter
 
 from flask import current_app, request
-from sqlalchemy import text
+from sqlalchemy import Engine, text
 
+from query_api.access import caller_id
 from query_api.extensions import db
+from web.consistency_token import ConsistencyClaim, InvalidConsistencyToken, verify_consistency_token
 from web.problems import Problem
 
-# NULL: not applied yet; false: applied, an earlier event of its user not yet; true: done.
-# Events projected before sequences were recorded (user_id NULL) count as done.
+HEADER = "X-Consistency-Token"
+CHANNEL = "read_model_applied"
+FALLBACK_TICK = 0.25  # a missed notification costs at most this much
+log = logging.getLogger(__name__)
+
 _CAUGHT_UP = text(
-    "SELECT pe.user_id IS NULL OR ("
-    " SELECT count(DISTINCT p.sequence) FROM read_model.processed_events p"
-    " WHERE p.user_id = pe.user_id AND p.sequence <= pe.sequence) >= pe.sequence"
-    " FROM read_model.processed_events pe WHERE pe.event_id = :event_id"
+    "SELECT count(DISTINCT sequence) >= :sequence FROM read_model.processed_events"
+    " WHERE user_id = :user_id AND sequence <= :sequence"
 )
 
-HEADER = "X-Consistency-Token"
+
+class ProjectionSignal:
+    """Wakes waiting requests when the projection commits a batch (one per process)."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+        self._changed = threading.Condition()
+        self._generation = 0
+        self._slots = threading.Lock()
+        self._waiting: Counter[uuid.UUID] = Counter()
+        self._thread = threading.Thread(target=self._listen, name="projection-listener", daemon=True)
+        self._thread.start()
+
+    def try_enter(self, caller: uuid.UUID, limit: int) -> bool:
+        with self._slots:
+            if self._waiting[caller] or sum(self._waiting.values()) >= limit:
+                return False
+            self._waiting[caller] += 1
+            return True
+
+    def leave(self, caller: uuid.UUID) -> None:
+        with self._slots:
+            self._waiting[caller] -= 1
+            if not self._waiting[caller]:
+                del self._waiting[caller]
+
+    def wait(self, seen: int, timeout: float) -> int:
+        """Wait until a batch lands after generation ``seen`` (or ``timeout``); return the generation."""
+        with self._changed:
+            self._changed.wait_for(lambda: self._generation != seen, timeout)
+            return self._generation
+
+    @property
+    def generation(self) -> int:
+        return self._generation
+
+    def _listen(self) -> None:
+        delay = 0.5
+        while True:
+            try:
+                connection = self._engine.raw_connection()
+                try:
+                    raw = connection.driver_connection
+                    raw.autocommit = True
+                    with raw.cursor() as cursor:
+                        cursor.execute(f"LISTEN {CHANNEL}")
+                    delay = 0.5
+                    while True:
+                        if select.select([raw], [], [], 5.0)[0]:
+                            raw.poll()
+                            if raw.notifies:
+                                raw.notifies.clear()
+                                with self._changed:
+                                    self._generation += 1
+                                    self._changed.notify_all()
+                finally:
+                    connection.invalidate()  # a LISTENing connection never goes back to the pool
+            except Exception as exc:  # the database away: waiters fall back to the tick
+                log.warning("consistency: listener reconnecting in %.1f s: %s", delay, exc.__class__.__name__)
+                time.sleep(delay)
+                delay = min(delay * 2, 10.0)
 
 
-def wait_for_consistency_token() -> None:
-    """Return once the named event is in the read model; 503 after the bounded wait."""
+_signals: dict[int, ProjectionSignal] = {}
+_signals_lock = threading.Lock()
+
+
+def _signal() -> ProjectionSignal:
+    # One listener per process, started in the process that serves (gunicorn forks workers).
+    pid = os.getpid()
+    with _signals_lock:
+        if pid not in _signals:
+            _signals[pid] = ProjectionSignal(db.engine)
+        return _signals[pid]
+
+
+def read_your_writes() -> None:
+    """Return once the caller's write named by the header is visible; call after authorization."""
     raw = request.headers.get(HEADER)
     if raw is None:
         return
     try:
-        event_id = uuid.UUID(raw.strip())
-    except ValueError as exc:
-        raise Problem(422, "Unprocessable Content", f"{HEADER} must be an event id (UUID).") from exc
-    deadline = time.monotonic() + float(current_app.config["CONSISTENCY_WAIT_SECONDS"])
-    delay = 0.005
-    while True:
-        caught_up = db.session.execute(_CAUGHT_UP, {"event_id": event_id}).scalar()
-        db.session.rollback()  # a fresh snapshot for the next look
-        if caught_up:
-            return
-        if time.monotonic() >= deadline:
-            raise Problem(
-                503,
-                "Service Unavailable",
-                "Your write is not in the read model yet; retry shortly.",
-                headers={"Retry-After": "1"},
-            )
-        time.sleep(delay)
-        delay = min(delay * 2, 0.1)
+        claim = verify_consistency_token(current_app.config["JWT_PUBLIC_KEY"], raw.strip())
+    except InvalidConsistencyToken as exc:
+        raise Problem(
+            422, "Unprocessable Content", f"{HEADER} must be a consistency token from the write API."
+        ) from exc
+    caller = caller_id()
+    if claim.user_id != caller:
+        raise Problem(403, "Forbidden", f"This {HEADER} belongs to another user.")
+    if _caught_up(claim):
+        return
+    signal = _signal()
+    if not signal.try_enter(caller, int(current_app.config["CONSISTENCY_MAX_WAITS"])):
+        raise _not_yet("Too many reads are waiting for their writes; retry shortly.")
+    try:
+        deadline = time.monotonic() + float(current_app.config["CONSISTENCY_WAIT_SECONDS"])
+        seen = signal.generation
+        while (left := deadline - time.monotonic()) > 0:
+            seen = signal.wait(seen, min(left, FALLBACK_TICK))
+            if _caught_up(claim):
+                return
+    finally:
+        signal.leave(caller)
+    raise _not_yet("Your write is not in the read model yet; retry shortly.")
+
+
+def _caught_up(claim: ConsistencyClaim) -> bool:
+    try:
+        return bool(
+            db.session.execute(_CAUGHT_UP, {"user_id": claim.user_id, "sequence": claim.sequence}).scalar()
+        )
+    finally:
+        db.session.rollback()  # a fresh snapshot next time, and the connection back to the pool
+
+
+def _not_yet(detail: str) -> Problem:
+    return Problem(503, "Service Unavailable", detail, headers={"Retry-After": "1"})

@@ -19,11 +19,11 @@ from sqlalchemy import select, tuple_
 
 from query_api.access import caller_id, require_admin, require_self_or_admin
 from query_api.consistency import HEADER as CONSISTENCY_HEADER
-from query_api.consistency import wait_for_consistency_token
+from query_api.consistency import read_your_writes
 from query_api.extensions import db
 from query_api.paging import MAX_LIMIT, decode_cursor, encode_cursor, read_limit
-from query_api.schemas import HealthOut, LoginOut, UserOut
-from read_model import LoginHistoryEntry, UserView
+from query_api.schemas import HealthOut, LoginOut, SessionOut, UserOut
+from read_model import LoginHistoryEntry, SessionView, UserView
 from web.openapi import ApiDocument
 from web.problems import Problem
 
@@ -32,25 +32,32 @@ api = ApiDocument(
     "query_api",
     "1.0.0",
     "Read side of the CQRS user service: projected users and login history. Send "
-    f"{CONSISTENCY_HEADER}: <event id> to be answered only once your own write is visible.",
+    f"{CONSISTENCY_HEADER}: <consistency_token of your write> to be answered only once it is visible.",
 )
 
 PAGING = [
     {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT}},
     {"name": "cursor", "in": "query", "schema": {"type": "string"}},
 ]
-CONSISTENCY = [{"name": CONSISTENCY_HEADER, "in": "header", "schema": {"type": "string", "format": "uuid"}}]
+CONSISTENCY = [
+    {
+        "name": CONSISTENCY_HEADER,
+        "in": "header",
+        "schema": {"type": "string"},
+        "description": "consistency_token of your own write (from the write API)",
+    }
+]
 LINK = {200: {"Link": {"schema": {"type": "string"}, "description": 'RFC 8288, rel="next"'}}}
-READ_ERRORS = {401: None, 422: None, 503: None}
+READ_ERRORS = {401: None, 403: None, 422: None, 503: None}
 
 
 def data_endpoint(view: Callable[..., ResponseReturnValue]) -> Callable[..., ResponseReturnValue]:
-    """A valid access token first, then the read-your-writes wait, then the view."""
+    """A valid access token first; the view checks who may read what, then calls
+    ``read_your_writes()`` before it reads, so no caller waits for what it may not see."""
 
     @wraps(view)
     @jwt_required()
     def guarded(*args: Any, **kwargs: Any) -> ResponseReturnValue:
-        wait_for_consistency_token()
         return view(*args, **kwargs)
 
     return guarded
@@ -74,6 +81,7 @@ def health() -> ResponseReturnValue:
 @data_endpoint
 def list_users() -> ResponseReturnValue:
     require_admin()
+    read_your_writes()
     limit = read_limit()
     query = select(UserView).where(UserView.registered_at.is_not(None))
     email = request.args.get("email")
@@ -101,6 +109,7 @@ def list_users() -> ResponseReturnValue:
 )
 @data_endpoint
 def get_me() -> ResponseReturnValue:
+    read_your_writes()
     return jsonify(user_json(_find_user(caller_id())))
 
 
@@ -117,6 +126,7 @@ def get_me() -> ResponseReturnValue:
 def get_user(user_id: str) -> ResponseReturnValue:
     wanted = _uuid(user_id, "user id")
     require_self_or_admin(wanted)
+    read_your_writes()
     return jsonify(user_json(_find_user(wanted)))
 
 
@@ -132,6 +142,7 @@ def get_user(user_id: str) -> ResponseReturnValue:
 )
 @data_endpoint
 def my_logins() -> ResponseReturnValue:
+    read_your_writes()
     return _logins(_find_user(caller_id()), "query.my_logins")
 
 
@@ -149,7 +160,38 @@ def my_logins() -> ResponseReturnValue:
 def user_logins(user_id: str) -> ResponseReturnValue:
     wanted = _uuid(user_id, "user id")
     require_self_or_admin(wanted)
+    read_your_writes()
     return _logins(_find_user(wanted), "query.user_logins", user_id=user_id)
+
+
+@api.route(
+    bp,
+    "get",
+    "/users/me/sessions",
+    "The caller's active sessions (logins not yet ended), newest first",
+    responses={200: [SessionOut], 404: None, **READ_ERRORS},
+    secured=True,
+    parameters=CONSISTENCY,
+)
+@data_endpoint
+def my_sessions() -> ResponseReturnValue:
+    read_your_writes()
+    user = _find_user(caller_id())
+    query = (
+        select(SessionView)
+        .where(SessionView.user_id == user.id, SessionView.ended_at.is_(None))
+        .order_by(SessionView.started_at.desc().nulls_last(), SessionView.session_id)
+        .limit(MAX_LIMIT)
+    )
+    found = db.session.execute(query).scalars().all()
+    return jsonify(
+        [
+            SessionOut(
+                session_id=str(s.session_id), started_at=s.started_at, ip=s.ip, user_agent=s.user_agent
+            ).model_dump(mode="json")
+            for s in found
+        ]
+    )
 
 
 def user_json(user: UserView) -> dict[str, Any]:

@@ -28,5 +28,12 @@ class LoginOut(BaseModel):
     occurred_at: datetime
 
 
+class SessionOut(BaseModel):
+    session_id: str
+    started_at: datetime | None
+    ip: str | None
+    user_agent: str | None
+
+
 class HealthOut(BaseModel):
     status: str

@@ -6,7 +6,16 @@ from read_model.tables import (
     DeadLetter,
     LoginHistoryEntry,
     ProcessedEvent,
+    SessionView,
     UserView,
 )
 
-__all__ = ["READ_MODEL_SCHEMA", "Base", "DeadLetter", "LoginHistoryEntry", "ProcessedEvent", "UserView"]
+__all__ = [
+    "READ_MODEL_SCHEMA",
+    "Base",
+    "DeadLetter",
+    "LoginHistoryEntry",
+    "ProcessedEvent",
+    "SessionView",
+    "UserView",
+]

@@ -54,10 +54,11 @@ def test_databases(settings: Any) -> None:
         app = factory(QUIET_SETTINGS)
         with app.app_context():
             upgrade()
-    _sql(settings.auth_database_url, "TRUNCATE users, outbox")
+    _sql(settings.auth_database_url, "TRUNCATE users, outbox, sessions")
     _sql(
         settings.query_database_url,
-        "TRUNCATE read_model.users, read_model.login_history, read_model.processed_events, dead_letters",
+        "TRUNCATE read_model.users, read_model.login_history, read_model.sessions,"
+        " read_model.processed_events, dead_letters",
     )
 
 

@@ -34,13 +34,28 @@ def install_jwt_problems(jwt: JWTManager) -> None:
     def _revoked(_header: dict[str, Any], _payload: dict[str, Any]) -> Response:
         return _unauthorized("The token has been revoked.")
 
+    @jwt.token_verification_loader
+    def _complete(_header: dict[str, Any], payload: dict[str, Any]) -> bool:
+        # PyJWT checks exp/aud/iss only when present, and flask-jwt-extended fills a missing
+        # jti with None: a token without them is refused here.
+        return all(payload.get(claim) is not None for claim in REQUIRED_CLAIMS)
+
     @jwt.token_verification_failed_loader
     def _failed(_header: dict[str, Any], _payload: dict[str, Any]) -> Response:
         return _unauthorized("The token was rejected.")
 
 
-def jwt_config(settings: Settings, *, signing: bool) -> dict[str, Any]:
+# Audiences: access tokens are for both APIs; refresh tokens only for the write API's
+# /refresh (the read API refuses them by audience, and by type).
+WRITE_API = "auth_api"
+READ_API = "query_api"
+ACCESS_AUDIENCE = [WRITE_API, READ_API]
+REQUIRED_CLAIMS = ("exp", "iat", "jti", "sub", "type", "aud", "iss")
+
+
+def jwt_config(settings: Settings, *, signing: bool, audience: str) -> dict[str, Any]:
     """JWT settings of an app; only the write side (``signing``) ever reads the private key.
+    ``audience`` is the app's own name: a token not meant for it is refused.
 
     The PEM texts are parsed once here: PyJWT given a PEM string parses (and validates) the
     RSA key on every token, about 50 ms each, which made a login cost over 100 ms.
@@ -59,8 +74,10 @@ def jwt_config(settings: Settings, *, signing: bool) -> dict[str, Any]:
         "JWT_TOKEN_LOCATION": ["headers"],
         "JWT_ACCESS_TOKEN_EXPIRES": settings.jwt_access_ttl,
         "JWT_REFRESH_TOKEN_EXPIRES": settings.jwt_refresh_ttl,
-        "JWT_ENCODE_ISSUER": "auth_api",
-        "JWT_DECODE_ISSUER": "auth_api",
+        "JWT_ENCODE_ISSUER": WRITE_API,
+        "JWT_DECODE_ISSUER": WRITE_API,
+        "JWT_ENCODE_AUDIENCE": ACCESS_AUDIENCE,  # refresh tokens override it with the write API
+        "JWT_DECODE_AUDIENCE": audience,
         "JWT_ERROR_MESSAGE_KEY": "detail",
     }
 

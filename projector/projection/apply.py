@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Connection, Engine
+from sqlalchemy import Connection, Engine, text
 from sqlalchemy.dialects.postgresql import insert
 
 from event_contract import Delivery, Event, InvalidEvent, parse_event
@@ -105,6 +105,7 @@ def apply_batch(conn: Connection, deliveries: list[Delivery]) -> BatchReport:
             report.duplicates += 1
     apply_events(conn, report.applied_events)
     report.applied = len(report.applied_events)
+    notify_applied(conn, report)
     for delivery, error in poison:
         record_dead_letter(conn, delivery, error)
         report.dead_lettered += 1
@@ -133,7 +134,18 @@ def apply_one_by_one(conn: Connection, deliveries: list[Delivery]) -> BatchRepor
     for delivery, error in poison:
         record_dead_letter(conn, delivery, error)
         report.dead_lettered += 1
+    notify_applied(conn, report)
     return report
+
+
+# Read-your-writes waiters on the read API LISTEN on this channel; PostgreSQL delivers the
+# notification at commit, so a woken waiter sees the batch.
+NOTIFY_APPLIED = text("SELECT pg_notify('read_model_applied', '')")
+
+
+def notify_applied(conn: Connection, report: BatchReport) -> None:
+    if report.applied:
+        conn.execute(NOTIFY_APPLIED)
 
 
 def apply_or_split(engine: Engine, deliveries: list[Delivery]) -> BatchReport:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -19,10 +19,11 @@ from sqlalchemy import Connection, case, func
 from sqlalchemy.dialects.postgresql import insert
 
 from event_contract import Event
-from read_model import LoginHistoryEntry, UserView
+from read_model import LoginHistoryEntry, SessionView, UserView
 
 users = UserView.__table__
 login_history = LoginHistoryEntry.__table__
+sessions = SessionView.__table__
 
 
 @dataclass
@@ -80,31 +81,64 @@ def _history_row(event: Event, outcome: str) -> dict[str, Any]:
     }
 
 
-def fold_user_registered(change: UserChange, event: Event) -> dict[str, Any] | None:
+@dataclass
+class BatchFold:
+    """Everything a batch changes: user rows, login-history rows, session rows."""
+
+    users: dict[uuid.UUID, UserChange] = field(default_factory=dict)
+    history: list[dict[str, Any]] = field(default_factory=list)
+    sessions: dict[uuid.UUID, dict[str, Any]] = field(default_factory=dict)
+
+    def session(self, session_id: str, user_id: uuid.UUID) -> dict[str, Any]:
+        key = uuid.UUID(session_id)
+        return self.sessions.setdefault(
+            key,
+            {
+                "session_id": key,
+                "user_id": user_id,
+                "started_at": None,
+                "ip": None,
+                "user_agent": None,
+                "ended_at": None,
+                "end_reason": None,
+            },
+        )
+
+
+def fold_user_registered(batch: BatchFold, change: UserChange, event: Event) -> None:
     change.registered_at = event.time
     change.set_roles(event.data["roles"], event.sequence)
-    return None
 
 
-def fold_user_logged_in(change: UserChange, event: Event) -> dict[str, Any] | None:
+def fold_user_logged_in(batch: BatchFold, change: UserChange, event: Event) -> None:
     # A login may come before its registration: the row is created now, completed later.
     change.login_count += 1
     change.last_login_at = _later(change.last_login_at, event.time)
-    return _history_row(event, "success")
+    batch.history.append(_history_row(event, "success"))
+    if event.data.get("session_id"):  # logins before sessions existed started none
+        session = batch.session(event.data["session_id"], event.user_id)
+        session.update(started_at=event.time, ip=event.data.get("ip"))
+        session.update(user_agent=event.data.get("user_agent"))
 
 
-def fold_user_login_failed(change: UserChange, event: Event) -> dict[str, Any] | None:
+def fold_user_login_failed(batch: BatchFold, change: UserChange, event: Event) -> None:
     change.failed_login_count += 1
     change.last_failed_login_at = _later(change.last_failed_login_at, event.time)
-    return _history_row(event, "failure")
+    batch.history.append(_history_row(event, "failure"))
 
 
-def fold_user_role_changed(change: UserChange, event: Event) -> dict[str, Any] | None:
+def fold_user_role_changed(batch: BatchFold, change: UserChange, event: Event) -> None:
     change.set_roles(event.data["roles"], event.sequence)
-    return None
 
 
-Fold = Callable[[UserChange, Event], "dict[str, Any] | None"]
+def fold_session_ended(batch: BatchFold, change: UserChange, event: Event) -> None:
+    # A session ends once; its end may be applied before its start (the upsert merges).
+    batch.session(event.data["session_id"], event.user_id).update(
+        ended_at=event.time, end_reason=event.data["reason"]
+    )
+
+
+Fold = Callable[[BatchFold, UserChange, Event], None]
 
 HANDLERS: dict[str, Fold] = {
     "UserRegistered": fold_user_registered,
@@ -112,6 +146,7 @@ HANDLERS: dict[str, Fold] = {
     "UserLoginFailed": fold_user_login_failed,
     "UserRoleGranted": fold_user_role_changed,
     "UserRoleRevoked": fold_user_role_changed,
+    "SessionEnded": fold_session_ended,
 }
 
 
@@ -138,18 +173,41 @@ UPSERT_USERS = _upsert_users()
 INSERT_HISTORY = insert(login_history).on_conflict_do_nothing(index_elements=[login_history.c.event_id])
 
 
+def _upsert_sessions() -> Any:
+    stmt = insert(sessions)
+    new = stmt.excluded
+    return stmt.on_conflict_do_update(
+        index_elements=[sessions.c.session_id],
+        set_={
+            "started_at": func.coalesce(sessions.c.started_at, new.started_at),
+            "ip": func.coalesce(sessions.c.ip, new.ip),
+            "user_agent": func.coalesce(sessions.c.user_agent, new.user_agent),
+            "ended_at": func.greatest(sessions.c.ended_at, new.ended_at),
+            "end_reason": func.coalesce(sessions.c.end_reason, new.end_reason),
+        },
+    )
+
+
+UPSERT_SESSIONS = _upsert_sessions()
+
+
+def fold_events(events: Iterable[Event]) -> BatchFold:
+    """What the events do to the read model, per row (pure: no database)."""
+    batch = BatchFold()
+    for event in events:
+        change = batch.users.setdefault(event.user_id, UserChange(event.user_id))
+        change.saw(event)
+        HANDLERS[event.type](batch, change, event)
+    return batch
+
+
 def apply_events(conn: Connection, events: Iterable[Event]) -> None:
     """Apply events that were never applied before (the caller claimed their ids)."""
-    changes: dict[uuid.UUID, UserChange] = {}
-    history: list[dict[str, Any]] = []
-    for event in events:
-        change = changes.setdefault(event.user_id, UserChange(event.user_id))
-        change.saw(event)
-        row = HANDLERS[event.type](change, event)
-        if row is not None:
-            history.append(row)
-    if changes:
-        # Rows in id order: concurrent batches lock users in one order and cannot deadlock.
-        conn.execute(UPSERT_USERS, [changes[key].row() for key in sorted(changes)])
-    if history:
-        conn.execute(INSERT_HISTORY, history)
+    batch = fold_events(events)
+    # Rows in key order: concurrent batches lock rows in one order and cannot deadlock.
+    if batch.users:
+        conn.execute(UPSERT_USERS, [batch.users[key].row() for key in sorted(batch.users)])
+    if batch.history:
+        conn.execute(INSERT_HISTORY, batch.history)
+    if batch.sessions:
+        conn.execute(UPSERT_SESSIONS, [batch.sessions[key] for key in sorted(batch.sessions)])

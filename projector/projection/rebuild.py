@@ -27,7 +27,8 @@ from settings import Settings
 log = logging.getLogger(__name__)
 
 NEXT_SCHEMA = f"{READ_MODEL_SCHEMA}_next"
-TABLES = ("users", "login_history", "processed_events")
+# The projected tables; processed_events first, the lock order of the projection workers.
+TABLES = ("processed_events", "users", "login_history", "sessions")
 REBUILD_LOCK_KEY = 0x72656275696C64  # "rebuild": one rebuild at a time
 
 Progress = Callable[[int], None]
@@ -133,7 +134,7 @@ def _swap(engine: Engine) -> None:
         # once the swap commits and land in the new schema. The order is the workers' own
         # (processed_events first), so the lock does not deadlock with them.
         tables = ", ".join(
-            f"{READ_MODEL_SCHEMA}.{table}" for table in ("processed_events", "users", "login_history")
+            f"{READ_MODEL_SCHEMA}.{table}" for table in TABLES
         )
         conn.execute(text(f"LOCK TABLE {tables} IN ACCESS EXCLUSIVE MODE"))
         conn.execute(text(f"ALTER SCHEMA {READ_MODEL_SCHEMA} RENAME TO {READ_MODEL_SCHEMA}_old"))

@@ -5,12 +5,14 @@ from __future__ import annotations
 import re
 import time
 import uuid
+from datetime import timedelta
 
 import pytest
 
 from tests.support.accounts import signed_up
-from tests.support.tokens import mint
+from tests.support.tokens import mint, private_key
 from tests.support.waiting import wait_until
+from web.consistency_token import ConsistencyClaim, sign_consistency_token
 
 PROBLEM = "application/problem+json"
 
@@ -26,11 +28,17 @@ def alice(system):
 
 
 def consistent(account):
-    return {"X-Consistency-Token": account.event_id}
+    return {"X-Consistency-Token": account.consistency_token}
+
+
+def _waiting_for_nothing(account) -> dict[str, str]:
+    """A consistency token for a write of the account that will never be projected."""
+    claim = ConsistencyClaim(uuid.UUID(account.id), uuid.uuid4(), 10**6)
+    return {"X-Consistency-Token": sign_consistency_token(private_key(), claim, timedelta(minutes=5))}
 
 
 def test_read_your_writes_without_polling(system, alice):
-    # The login's event id is the consistency token: the answer waits until it is projected.
+    # The login's consistency token: the answer waits until the login is projected.
     me = system.query("/users/me", alice.token, headers=consistent(alice))
     assert me.status_code == 200
     assert me.json()["id"] == alice.id and me.json()["login_count"] == 1
@@ -40,12 +48,51 @@ def test_read_your_writes_without_polling(system, alice):
 
 def test_a_write_that_is_not_projected_gives_503_after_the_bounded_wait(system, alice):
     started = time.monotonic()
-    response = system.query("/users/me", alice.token, headers={"X-Consistency-Token": str(uuid.uuid4())})
+    response = system.query("/users/me", alice.token, headers=_waiting_for_nothing(alice))
     assert response.status_code == 503 and response.headers["Content-Type"] == PROBLEM
     assert response.headers["Retry-After"] == "1"
     assert time.monotonic() - started >= 1.9  # it did wait (the bound is 2 s)
-    bad = system.query("/users/me", alice.token, headers={"X-Consistency-Token": "not-an-id"})
-    assert bad.status_code == 422
+
+
+def test_only_the_writer_may_wait_and_only_with_a_token_of_the_write_api(system, alice, admin):
+    for token in ("not-a-token", alice.event_id, mint(alice.id, ["user"])):  # an access token is no proof
+        started = time.monotonic()
+        bad = system.query("/users/me", alice.token, headers={"X-Consistency-Token": token})
+        assert bad.status_code == 422 and time.monotonic() - started < 1.0
+    started = time.monotonic()
+    theirs = system.query("/users/me", admin.token, headers=_waiting_for_nothing(alice))
+    assert theirs.status_code == 403 and time.monotonic() - started < 1.0  # refused before any wait
+    # Authorization before the wait: a non-admin is refused /users at once, token or not.
+    started = time.monotonic()
+    listing = system.query("/users", alice.token, headers=_waiting_for_nothing(alice))
+    assert listing.status_code == 403 and time.monotonic() - started < 1.0
+
+
+def test_a_caller_waits_for_one_write_at_a_time(system, alice):
+    """The second concurrent wait of one caller is refused at once: waits are bounded per caller."""
+    import threading
+
+    first: list = []
+    waiting = threading.Thread(
+        target=lambda: first.append(
+            system.query("/users/me", alice.token, headers=_waiting_for_nothing(alice))
+        )
+    )
+    waiting.start()
+    try:
+        refused = wait_until(
+            lambda: _immediate_503(system, alice), timeout=10, what="a second wait refused at once"
+        )
+        assert "retry shortly" in refused.json()["detail"]
+    finally:
+        waiting.join(10)
+    assert first and first[0].status_code == 503
+
+
+def _immediate_503(system, account):
+    started = time.monotonic()
+    answer = system.query("/users/me", account.token, headers=_waiting_for_nothing(account))
+    return answer if answer.status_code == 503 and time.monotonic() - started < 0.5 else None
 
 
 def test_users_list_is_for_admins_only(system, admin, alice):
@@ -99,7 +146,9 @@ def test_login_history_is_newest_first_and_paginated(system, alice):
         system.login(alice.email, "wrong password", **{"User-Agent": f"agent-{n}"})
     last = system.login(alice.email, **{"User-Agent": "agent-ok"}).json()
     history = system.query(
-        "/users/me/logins?limit=2", last["access_token"], headers={"X-Consistency-Token": last["event_id"]}
+        "/users/me/logins?limit=2",
+        last["access_token"],
+        headers={"X-Consistency-Token": last["consistency_token"]},
     )
     assert history.status_code == 200
     first_page = history.json()

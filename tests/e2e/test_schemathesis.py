@@ -45,12 +45,12 @@ def test_auth_api_conforms_to_its_document(system):
 
 
 def test_query_api_conforms_to_its_document(system, admin):
-    # A projected event id as the consistency token: a random one would (rightly) wait and 503.
+    # A projected write's consistency token: an unprojected one would (rightly) wait and 503.
     result = _run(
         f"{system.query_url}/openapi.json",
         "--header",
         f"Authorization: Bearer {admin.token}",
         "--header",
-        f"X-Consistency-Token: {admin.event_id}",
+        f"X-Consistency-Token: {admin.consistency_token}",
     )
     assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]

@@ -165,8 +165,13 @@ def test_tokens_are_rs256_with_subject_roles_and_id(client, auth_app):
     assert (body["token_type"], body["expires_in"]) == ("Bearer", 900)
     assert jwt.get_unverified_header(body["access_token"])["alg"] == "RS256"
     claims = jwt.decode(
-        body["access_token"], auth_app.config["JWT_PUBLIC_KEY"], algorithms=["RS256"], issuer="auth_api"
+        body["access_token"],
+        auth_app.config["JWT_PUBLIC_KEY"],
+        algorithms=["RS256"],
+        issuer="auth_api",
+        audience="query_api",
     )
+    assert claims["aud"] == ["auth_api", "query_api"]
     assert claims["sub"] == user_id and claims["roles"] == ["user"] and claims["jti"]
     assert claims["exp"] - claims["iat"] == 900
     refreshed = client.post("/refresh", headers={"Authorization": f"Bearer {body['refresh_token']}"})

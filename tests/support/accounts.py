@@ -14,6 +14,8 @@ class Account:
     email: str
     token: str
     event_id: str  # of the last command
+    consistency_token: str  # of the last command, for X-Consistency-Token
+    refresh_token: str
 
 
 def signed_up(system: System, *, admin: bool = False) -> Account:
@@ -25,4 +27,11 @@ def signed_up(system: System, *, admin: bool = False) -> Account:
     login = system.login(user["email"], PASSWORD)
     assert login.status_code == 200, login.text
     body = login.json()
-    return Account(user["id"], user["email"], body["access_token"], body["event_id"])
+    return Account(
+        user["id"],
+        user["email"],
+        body["access_token"],
+        body["event_id"],
+        body["consistency_token"],
+        body["refresh_token"],
+    )

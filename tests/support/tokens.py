@@ -25,7 +25,12 @@ def mint(
         "nbf": now,
         "exp": now + expires_in,
         "iss": issuer,
+        "aud": ["auth_api", "query_api"],
         **claims,
     }
-    key = Path(TEST_ENV["JWT_PRIVATE_KEY_FILE"]).read_text()
-    return jwt.encode(payload, key, algorithm="RS256")
+    return jwt.encode(payload, private_key(), algorithm="RS256")
+
+
+def private_key() -> str:
+    """The test session's signing key (PEM)."""
+    return Path(TEST_ENV["JWT_PRIVATE_KEY_FILE"]).read_text()

@@ -6,7 +6,7 @@ import uuid
 from types import TracebackType
 from typing import Self
 
-from auth_api.models import User
+from auth_api.models import User, UserSession
 from event_contract import Event
 
 
@@ -34,6 +34,18 @@ class FakeUsers:
         return user
 
 
+class FakeSessions:
+    def __init__(self) -> None:
+        self.rows: dict[uuid.UUID, UserSession] = {}
+        self.added: list[UserSession] = []
+
+    def get(self, session_id: uuid.UUID, *, for_update: bool = False) -> UserSession | None:
+        return self.rows.get(session_id)
+
+    def add(self, session: UserSession) -> None:
+        self.added.append(session)
+
+
 class FakeUnitOfWork:
     """Commits by moving added users into ``users.rows`` and events into ``outbox``.
 
@@ -43,12 +55,14 @@ class FakeUnitOfWork:
 
     def __init__(self) -> None:
         self.users = FakeUsers()
+        self.sessions = FakeSessions()
         self.outbox: list[tuple[Event, dict[str, str]]] = []
         self.commits = 0
         self.kicks = 0
 
     def __enter__(self) -> Self:
         self.users.seen = {}
+        self.sessions.added = []
         return self
 
     def __exit__(
@@ -67,6 +81,7 @@ class FakeUnitOfWork:
         for user in self.users.seen.values():
             self.users.rows[user.id] = user
             user.events.clear()
+        self.sessions.rows.update((session.id, session) for session in self.sessions.added)
         self.outbox.extend((event, dict(headers or {})) for event in events)
         self.commits += 1
         if events:

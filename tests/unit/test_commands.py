@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -90,7 +91,12 @@ def test_a_login_bumps_the_version_and_records_the_device(uow, hasher, clock):
     outcome = _login(uow, hasher, clock)
     event = uow.events()[-1]
     assert (event.type, event.sequence, event.id) == ("UserLoggedIn", 2, outcome.event_id)
-    assert event.data == {"email": "ada@example.com", "ip": DEVICE.ip, "user_agent": DEVICE.user_agent}
+    assert event.data == {
+        "email": "ada@example.com",
+        "ip": DEVICE.ip,
+        "user_agent": DEVICE.user_agent,
+        "session_id": str(outcome.session.session_id),
+    }
     assert outcome.account.id == registered.account.id
     assert uow.users.locked == [registered.account.id]  # the version is bumped under the row lock
 
@@ -178,3 +184,49 @@ def test_only_commits_with_events_kick_the_relay(uow, hasher, clock):
     commands.register(uow, hasher, "ada@example.com", PASSWORD, clock=clock)
     commands.change_role(uow, "ada@example.com", "user", grant=True, clock=clock)  # no change
     assert uow.kicks == 1
+
+
+def test_a_login_starts_a_session_named_in_its_event(uow, hasher, clock):
+    commands.register(uow, hasher, "ada@example.com", PASSWORD, clock=clock)
+    outcome = _login(uow, hasher, clock)
+    assert outcome.session is not None
+    session = uow.sessions.rows[outcome.session.session_id]
+    assert session.refresh_jti == outcome.session.refresh_jti and session.ended_at is None
+    assert uow.events()[-1].data["session_id"] == str(session.id)
+
+
+def _refresh(uow, clock, outcome, jti=None):
+    grant = outcome.session
+    return commands.refresh(uow, outcome.account.id, grant.session_id, jti or grant.refresh_jti, clock=clock)
+
+
+def test_each_refresh_rotates_and_a_reused_token_ends_the_whole_session(uow, hasher, clock):
+    commands.register(uow, hasher, "ada@example.com", PASSWORD, clock=clock)
+    login = _login(uow, hasher, clock)
+    first = _refresh(uow, clock, login)
+    second = _refresh(uow, clock, first)
+    assert len({login.session.refresh_jti, first.session.refresh_jti, second.session.refresh_jti}) == 3
+    assert uow.kicks == 2  # rotation alone emits no event
+    with pytest.raises(commands.SessionRefused, match="already used"):
+        _refresh(uow, clock, login)  # the login's token, spent
+    ended = uow.events()[-1]
+    assert (ended.type, ended.data) == (
+        "SessionEnded",
+        {"session_id": str(login.session.session_id), "reason": "reuse-detected"},
+    )
+    with pytest.raises(commands.SessionRefused, match="ended"):
+        _refresh(uow, clock, second)  # the family is gone: the newest token too
+
+
+def test_refresh_refuses_a_locked_account_and_an_unknown_session(uow, hasher, clock):
+    commands.register(uow, hasher, "ada@example.com", PASSWORD, clock=clock)
+    login = _login(uow, hasher, clock)
+    for _ in range(POLICY.max_failures):
+        with pytest.raises((commands.InvalidCredentials, commands.AccountLocked)):
+            _login(uow, hasher, clock, password="wrong")
+    with pytest.raises(commands.SessionRefused, match="locked"):
+        _refresh(uow, clock, login)
+    clock.advance(minutes=11)
+    assert _refresh(uow, clock, login).session is not None  # the lock is over, the token unspent
+    with pytest.raises(commands.SessionRefused, match="unknown"):
+        commands.refresh(uow, login.account.id, uuid.uuid4(), uuid.uuid4(), clock=clock)

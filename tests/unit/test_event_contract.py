@@ -41,6 +41,7 @@ def test_envelope_is_cloudevents_1_0():
 
 def test_every_seed_type_is_known():
     assert set(EVENT_TYPES) == {
+        "SessionEnded",
         "UserRegistered",
         "UserLoggedIn",
         "UserLoginFailed",
