@@ -34,6 +34,7 @@ SCRIPTS: dict[str, tuple[str, list[str], list[str] | None]] = {
     "e2e": ("bench.e2e_bench", [], []),
     "read_api": ("bench.read_api_bench", [], []),
     "write_api": ("bench.write_api_bench", [], []),
+    "consistency": ("bench.consistency_bench", [], []),
 }
 
 

@@ -6,10 +6,11 @@ invalid, expired or someone else's, and otherwise answers once the user's events
 version are all projected: projection workers apply batches in parallel, so "the event is
 applied" alone could show a login before the registration it follows.
 
-Waits are bounded: in time (``CONSISTENCY_WAIT_SECONDS``), per caller (one at a time per
-process) and in total (``CONSISTENCY_MAX_WAITS`` per process, below its thread count, so
-waiting requests never take every thread from the others); past a bound the answer is 503
-with Retry-After at once. A waiter sleeps until the projection's NOTIFY (``LISTEN
+Waits are bounded: in time (``CONSISTENCY_WAIT_SECONDS``), per caller (one at a time across
+every read API process: a PostgreSQL advisory lock per user, held while waiting) and in
+total (``CONSISTENCY_MAX_WAITS`` per process, below its thread count, so waiting requests
+never take every thread from the others); past a bound the answer is 503 with Retry-After
+at once. A waiter sleeps until the projection's NOTIFY (``LISTEN
 read_model_applied`` on one connection per process) or a short fallback tick, then checks.
 """
 
@@ -36,6 +37,10 @@ CHANNEL = "read_model_applied"
 FALLBACK_TICK = 0.25  # a missed notification costs at most this much
 log = logging.getLogger(__name__)
 
+# Advisory locks of the two-key form, first key "consistency waits" (a space of its own).
+_WAIT_LOCK_SPACE = 0x52595721  # "RYW!"
+_TRY_WAIT_LOCK = text(f"SELECT pg_try_advisory_lock({_WAIT_LOCK_SPACE}, :user)")
+_WAIT_UNLOCK = text(f"SELECT pg_advisory_unlock({_WAIT_LOCK_SPACE}, :user)")
 _CAUGHT_UP = text(
     "SELECT count(DISTINCT sequence) >= :sequence FROM read_model.processed_events"
     " WHERE user_id = :user_id AND sequence <= :sequence"
@@ -137,15 +142,34 @@ def read_your_writes() -> None:
     if not signal.try_enter(caller, int(current_app.config["CONSISTENCY_MAX_WAITS"])):
         raise _not_yet("Too many reads are waiting for their writes; retry shortly.")
     try:
-        deadline = time.monotonic() + float(current_app.config["CONSISTENCY_WAIT_SECONDS"])
-        seen = signal.generation
-        while (left := deadline - time.monotonic()) > 0:
-            seen = signal.wait(seen, min(left, FALLBACK_TICK))
-            if _caught_up(claim):
-                return
+        with db.engine.connect() as lock_conn:
+            if not lock_conn.execute(_TRY_WAIT_LOCK, {"user": _lock_key(caller)}).scalar():
+                raise _not_yet("You are already waiting for a write; retry shortly.")
+            try:
+                if _wait(signal, claim):
+                    return
+            finally:
+                lock_conn.execute(_WAIT_UNLOCK, {"user": _lock_key(caller)})
+                lock_conn.commit()
     finally:
         signal.leave(caller)
     raise _not_yet("Your write is not in the read model yet; retry shortly.")
+
+
+def _wait(signal: ProjectionSignal, claim: ConsistencyClaim) -> bool:
+    deadline = time.monotonic() + float(current_app.config["CONSISTENCY_WAIT_SECONDS"])
+    seen = signal.generation
+    while (left := deadline - time.monotonic()) > 0:
+        seen = signal.wait(seen, min(left, FALLBACK_TICK))
+        if _caught_up(claim):
+            return True
+    return False
+
+
+def _lock_key(user: uuid.UUID) -> int:
+    # The lock's second key (a signed 32-bit integer): the user id folded; a rare collision
+    # only makes one of two users retry.
+    return int.from_bytes(user.bytes[:4], "big", signed=True)
 
 
 def _caught_up(claim: ConsistencyClaim) -> bool:
