@@ -5,8 +5,9 @@
 ``query_api`` runs under gunicorn as in the Procfile. ``--waiters`` clients (threads here)
 each hold, over and over, a read with a valid consistency token of their own for a write
 that is never projected (each such read waits the full bound, or is refused at once when
-the per-caller or per-process bound is reached, after which it honours Retry-After). Meanwhile a closed loop of ``--probes``
-clients in another process (bench/loadgen.py) measures GET /health and GET /users/me.
+the per-caller or per-process bound is reached, after which it honours Retry-After).
+Meanwhile a closed loop of ``--probes`` clients in another process (bench/loadgen.py)
+measures GET /health and GET /users/me.
 Target: both p99 under 100 ms.
 """
 
