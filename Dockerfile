@@ -16,4 +16,5 @@ COPY --chown=app . .
 USER app
 
 EXPOSE 8088 8089 5555 9108
-CMD ["gunicorn", "-c", "gunicorn.conf.py", "--bind", "0.0.0.0:8088", "wsgi:auth_app"]
+ENV BIND_HOST=0.0.0.0
+CMD ["python", "-m", "services.procfile", "auth_api"]

@@ -7,8 +7,10 @@ a process kind is defined once. A line is ``name: [VAR=value ...] exec program a
 
 from __future__ import annotations
 
+import os
 import re
 import shlex
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,3 +44,16 @@ def process_definitions(env: Mapping[str, str], procfile: Path = PROCFILE) -> di
             words.pop(0)
         found[name.strip()] = ProcessDefinition(name.strip(), words, assignments)
     return found
+
+
+def exec_process(name: str) -> None:
+    """Replace this process with the Procfile's ``name`` (containers start processes so)."""
+    definition = process_definitions(os.environ)[name]
+    os.execvpe(definition.argv[0], definition.argv, {**os.environ, **definition.env})
+
+
+if __name__ == "__main__":
+    # python -m services.procfile NAME
+    if len(sys.argv) != 2 or sys.argv[1] not in process_definitions(os.environ):
+        raise SystemExit(f"usage: python -m services.procfile {{{','.join(process_definitions(os.environ))}}}")
+    exec_process(sys.argv[1])

@@ -65,6 +65,17 @@ def test_the_signing_key_is_mounted_only_into_the_write_side():
         if (volume["source"] if isinstance(volume, dict) else volume.split(":")[0]) == "signing-key"
     }
     assert signing == {"auth-api", "setup"}  # setup writes the key pair once
+
+
+def test_every_process_runs_its_procfile_line():
+    """Compose defines no command line of its own: each container execs a Procfile line."""
+    from services.procfile import process_definitions
+
+    services = yaml.safe_load(_compose_config())["services"]
+    started = {}
     for name, service in services.items():
-        command = " ".join(service.get("command") or []) if isinstance(service.get("command"), list) else ""
-        assert "celery_config " not in command + " ", f"{name}: workers start from celery_config.worker"
+        command = service.get("command") or []
+        if command[:3] == ["python", "-m", "services.procfile"]:
+            started[name] = command[3]
+    assert set(started.values()) == set(process_definitions({}))
+    assert all(name.replace("-", "_") == line for name, line in started.items())
