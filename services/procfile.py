@@ -54,6 +54,7 @@ def exec_process(name: str) -> None:
 
 if __name__ == "__main__":
     # python -m services.procfile NAME
-    if len(sys.argv) != 2 or sys.argv[1] not in process_definitions(os.environ):
-        raise SystemExit(f"usage: python -m services.procfile {{{','.join(process_definitions(os.environ))}}}")
+    names = sorted(process_definitions(os.environ))
+    if len(sys.argv) != 2 or sys.argv[1] not in names:
+        raise SystemExit(f"usage: python -m services.procfile {{{','.join(names)}}}")
     exec_process(sys.argv[1])
