@@ -17,7 +17,9 @@ from sqlalchemy.engine import make_url
 
 from bench.environment import ROOT, VHOST
 
-READ_MODEL_TABLES = "read_model.users, read_model.login_history, read_model.processed_events, dead_letters"
+READ_MODEL_TABLES = (
+    "read_model.users, read_model.login_history, read_model.sessions, read_model.processed_events, dead_letters"
+)
 
 
 def _admin_connection(url: str) -> psycopg2.extensions.connection:
@@ -87,7 +89,7 @@ def sql(engine: Engine, statement: str, **params: object) -> object:
 
 
 def reset_auth() -> None:
-    sql(auth_engine(), "TRUNCATE users, outbox RESTART IDENTITY")
+    sql(auth_engine(), "TRUNCATE users, sessions, outbox RESTART IDENTITY")
 
 
 def reset_query() -> None:
