@@ -20,6 +20,10 @@ GRANT CONNECT ON DATABASE :"db" TO :"relay";
 
 \connect :"db"
 \set ON_ERROR_STOP 1
+-- One transaction: privileges are revoked and granted again at once, so a set-up that runs
+-- while the system serves never leaves a process without what it needs, and a privilege
+-- granted by hand (or by an older set-up) does not survive it.
+BEGIN;
 -- Everything the migrations made belongs to the owner, whoever ran them (an older set-up
 -- had one role own both databases).
 SELECT format('ALTER SCHEMA %I OWNER TO %I', nspname, :'owner') FROM pg_namespace
@@ -31,8 +35,11 @@ WHERE c.relkind IN ('r', 'p', 'v', 'm') AND n.nspname NOT LIKE 'pg\_%' AND n.nsp
   AND c.relowner <> :'owner'::regrole \gexec
 REVOKE ALL ON SCHEMA public FROM PUBLIC;
 GRANT USAGE ON SCHEMA public TO :"relay";
+SELECT format('REVOKE ALL ON ALL TABLES IN SCHEMA %I FROM %I', nspname, :'relay') FROM pg_namespace
+WHERE nspname NOT LIKE 'pg\_%' AND nspname <> 'information_schema' \gexec
 -- Once the migrations made the outbox: exactly what relay_outbox and purge_published run.
 SELECT format('GRANT SELECT, DELETE ON public.outbox TO %I', :'relay')
 WHERE to_regclass('public.outbox') IS NOT NULL \gexec
 SELECT format('GRANT UPDATE (published_at) ON public.outbox TO %I', :'relay')
 WHERE to_regclass('public.outbox') IS NOT NULL \gexec
+COMMIT;

@@ -21,6 +21,8 @@ GRANT CONNECT ON DATABASE :"db" TO :"reader";
 
 \connect :"db"
 \set ON_ERROR_STOP 1
+-- One transaction: revoked and granted again at once (see auth_db_access.sql).
+BEGIN;
 SELECT format('ALTER SCHEMA %I OWNER TO %I', nspname, :'owner') FROM pg_namespace
 WHERE nspname NOT LIKE 'pg\_%' AND nspname NOT IN ('information_schema', 'public')
   AND nspowner <> :'owner'::regrole \gexec
@@ -32,10 +34,14 @@ REVOKE ALL ON SCHEMA public FROM PUBLIC;
 GRANT USAGE ON SCHEMA public TO :"reader";
 -- Schemas and tables the owner creates later (a migration, the rebuild's read_model_next
 -- that becomes read_model) are readable at once.
+ALTER DEFAULT PRIVILEGES FOR ROLE :"owner" REVOKE ALL ON TABLES FROM :"reader";
 ALTER DEFAULT PRIVILEGES FOR ROLE :"owner" GRANT USAGE ON SCHEMAS TO :"reader";
 ALTER DEFAULT PRIVILEGES FOR ROLE :"owner" GRANT SELECT ON TABLES TO :"reader";
 -- And what exists already.
+SELECT format('REVOKE ALL ON ALL TABLES IN SCHEMA %I FROM %I', nspname, :'reader') FROM pg_namespace
+WHERE nspname NOT LIKE 'pg\_%' AND nspname <> 'information_schema' \gexec
 SELECT format('GRANT USAGE ON SCHEMA %I TO %I', nspname, :'reader') FROM pg_namespace
 WHERE nspname NOT LIKE 'pg\_%' AND nspname NOT IN ('information_schema', 'public') \gexec
 SELECT format('GRANT SELECT ON ALL TABLES IN SCHEMA %I TO %I', nspname, :'reader') FROM pg_namespace
 WHERE nspname NOT LIKE 'pg\_%' AND nspname <> 'information_schema' \gexec
+COMMIT;
