@@ -32,14 +32,18 @@ services: install
 tools:
 	bash services/tools.sh
 
+# Migrations run as each database's owner role; the set-up runs again afterwards so that new
+# tables get their grants (the relay's on the outbox, the read API's SELECT).
 migrate: services
 	$(BIN)/flask --app auth_api db upgrade
-	$(BIN)/flask --app query_api db upgrade
+	$(BIN)/flask --app 'query_api:create_migration_app()' db upgrade
+	bash services/postgres.sh setup
 
 keys: install
 	$(BIN)/python -m auth_api.keygen
 
 run: migrate keys
+	@bash services/secrets.sh flower
 	exec $(BIN)/honcho start --procfile Procfile
 
 test: migrate keys tools lint

@@ -4,7 +4,8 @@ Entry points (``wsgi.py``, the Celery worker module, ``python -m projector``, th
 ``load_settings()`` once and hand the result down; nothing else reads ``os.environ``.
 Tests build a ``Settings`` from a mapping of their own (``load_settings(env)``) or with
 ``dataclasses.replace``. The defaults match what ``services/up.sh`` starts (including its
-PGPORT, RABBITMQ_PORT and KAFKA_PORT), so a fresh checkout runs as is.
+PGPORT, RABBITMQ_PORT and KAFKA_PORT), so a fresh checkout runs as is: each process kind's
+database URL names its own role, with the password ``services/`` generated in SECRETS_DIR.
 """
 
 from __future__ import annotations
@@ -22,11 +23,15 @@ ROOT = Path(__file__).resolve().parent
 class Settings:
     service_name: str
     data_dir: Path
+    secrets_dir: Path  # generated passwords, one 0600 file each (services/lib.sh ensure_secret)
     log_level: str
-    # --- servers ---
-    auth_database_url: str
-    query_database_url: str
+    # --- servers: one database role per process kind (least privilege) ---
+    auth_database_url: str  # the write API and auth_db's migrations: owner of auth_db
+    relay_database_url: str  # the relay: reads and marks the outbox only
+    projection_database_url: str  # workers, rebuild, query_db's migrations: owner of query_db
+    query_database_url: str  # the read API: SELECT only
     broker_url: str
+    flower_basic_auth: str | None  # "user:password"; Flower refuses to start without one
     kafka_bootstrap: str
     kafka_topic: str
     consumer_group: str
@@ -87,17 +92,34 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         return text(name, "1" if default else "0").lower() in ("1", "true", "yes", "on")
 
     data_dir = Path(text("DATA_DIR", str(ROOT / ".data")))
+    secrets_dir = Path(text("SECRETS_DIR", str(data_dir / "secrets")))
     pg = f"127.0.0.1:{text('PGPORT', '5432')}"
+    # The names services/postgres.sh gives the roles and databases (tests pass their own).
+    role_prefix = text("PG_ROLE_PREFIX", "cqrs")
+    auth_db, query_db = text("AUTH_DB_NAME", "auth_db"), text("QUERY_DB_NAME", "query_db")
+
+    def database(variable: str, role: str, name: str) -> str:
+        role = f"{role_prefix}_{role}"
+        password = _secret(secrets_dir / "postgres" / role)
+        return text(variable, f"postgresql+psycopg2://{role}:{password}@{pg}/{name}")
+
+    rabbit_user = text("RABBITMQ_USER", "cqrs")
+    rabbit_password = _secret(secrets_dir / "rabbitmq" / rabbit_user)
+    rabbit = f"127.0.0.1:{text('RABBITMQ_PORT', '5672')}/{text('RABBITMQ_VHOST', 'cqrs')}"
+    flower_password = _secret(secrets_dir / "flower")
     celery_metrics = text("CELERY_METRICS_PORT", "")
     return Settings(
         service_name=text("SERVICE_NAME", "cqrs"),
         data_dir=data_dir,
+        secrets_dir=secrets_dir,
         log_level=text("LOG_LEVEL", "INFO").upper(),
-        auth_database_url=text("AUTH_DATABASE_URL", f"postgresql+psycopg2://cqrs:cqrs@{pg}/auth_db"),
-        query_database_url=text("QUERY_DATABASE_URL", f"postgresql+psycopg2://cqrs:cqrs@{pg}/query_db"),
-        broker_url=text(
-            "CELERY_BROKER_URL", f"amqp://guest:guest@127.0.0.1:{text('RABBITMQ_PORT', '5672')}//"
-        ),
+        auth_database_url=database("AUTH_DATABASE_URL", "auth", auth_db),
+        relay_database_url=database("RELAY_DATABASE_URL", "relay", auth_db),
+        projection_database_url=database("PROJECTION_DATABASE_URL", "projection", query_db),
+        query_database_url=database("QUERY_DATABASE_URL", "reader", query_db),
+        broker_url=text("CELERY_BROKER_URL", f"amqp://{rabbit_user}:{rabbit_password}@{rabbit}"),
+        flower_basic_auth=text("FLOWER_BASIC_AUTH", f"flower:{flower_password}" if flower_password else "")
+        or None,
         kafka_bootstrap=text("KAFKA_BOOTSTRAP_SERVERS", f"127.0.0.1:{text('KAFKA_PORT', '9092')}"),
         kafka_topic=text("KAFKA_TOPIC", "user-events"),
         consumer_group=text("PROJECTOR_GROUP_ID", "query-projector"),
@@ -135,6 +157,14 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         metrics_address=text("METRICS_ADDR", "127.0.0.1"),
         celery_metrics_port=int(celery_metrics) if celery_metrics else None,
     )
+
+
+def _secret(path: Path) -> str:
+    """A generated password (``services/lib.sh`` ensure_secret), or "" before the set-up made it."""
+    try:
+        return path.read_text().strip()
+    except (FileNotFoundError, NotADirectoryError, PermissionError):
+        return ""
 
 
 def _pem(value: str | None) -> str | None:

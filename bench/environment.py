@@ -17,19 +17,20 @@ RESULTS_DIR = ROOT / "bench" / "results"
 LOG_DIR = DATA_DIR / "bench-logs"
 VHOST = "cqrs_bench"
 
-_PG = "postgresql+psycopg2://cqrs:cqrs@127.0.0.1:{port}/{db}"
-_PG_PORT = os.environ.get("PGPORT", "5432")
-_RABBIT_PORT = os.environ.get("RABBITMQ_PORT", "5672")
 _KAFKA = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", f"127.0.0.1:{os.environ.get('KAFKA_PORT', '9092')}")
 
 BENCH_ENV: dict[str, str] = {
-    "AUTH_DATABASE_URL": _PG.format(port=_PG_PORT, db="auth_bench"),
-    "QUERY_DATABASE_URL": _PG.format(port=_PG_PORT, db="query_bench"),
+    # Roles, databases, RabbitMQ user: services/postgres.sh and rabbitmq.sh set them up with
+    # these names, settings.py builds the URLs with the generated passwords (as `make run`).
+    "PG_ROLE_PREFIX": "cqrs_bench",
+    "AUTH_DB_NAME": "auth_bench",
+    "QUERY_DB_NAME": "query_bench",
+    "RABBITMQ_USER": "cqrs_bench",
+    "RABBITMQ_VHOST": VHOST,
     "KAFKA_BOOTSTRAP_SERVERS": _KAFKA,
     # Each scenario creates (and deletes) its own topic and group; these are placeholders.
     "KAFKA_TOPIC": "user-events-bench",
     "PROJECTOR_GROUP_ID": "query-projector-bench",
-    "CELERY_BROKER_URL": f"amqp://guest:guest@127.0.0.1:{_RABBIT_PORT}/{VHOST}",
     # Ports: these unless taken (or BENCH_<NAME> says otherwise), else a free one; see apply().
     "AUTH_API_PORT": "38088",
     "QUERY_API_PORT": "38089",
@@ -60,12 +61,15 @@ def run_id() -> str:
 
 def check(env: dict[str, str]) -> None:
     """Refuse an environment that would point a benchmark at dev or test resources."""
-    for key, prefix in (("AUTH_DATABASE_URL", "auth_bench"), ("QUERY_DATABASE_URL", "query_bench")):
-        database = env[key].rsplit("/", 1)[-1]
+    for key, prefix in (("AUTH_DB_NAME", "auth_bench"), ("QUERY_DB_NAME", "query_bench")):
+        database = env[key]
         if database in _FORBIDDEN_DATABASES or not database.startswith(prefix):
             raise RuntimeError(f"{key} must name a {prefix}* database, not {database!r}")
-    if not env["CELERY_BROKER_URL"].rsplit("/", 1)[-1].startswith(VHOST):
-        raise RuntimeError("CELERY_BROKER_URL must use a cqrs_bench* vhost")
+    for key in ("AUTH_DATABASE_URL", "RELAY_DATABASE_URL", "PROJECTION_DATABASE_URL", "QUERY_DATABASE_URL"):
+        if key in env:  # the URLs come from the names above, never from a shell's variables
+            raise RuntimeError(f"unset {key}: the benchmarks use their own databases and roles")
+    if "CELERY_BROKER_URL" in env or not env["RABBITMQ_VHOST"].startswith(VHOST):
+        raise RuntimeError("the benchmarks use their own cqrs_bench* vhost (unset CELERY_BROKER_URL)")
     if "bench" not in env["KAFKA_TOPIC"] or "bench" not in env["PROJECTOR_GROUP_ID"]:
         raise RuntimeError("the benchmarks use their own topics and consumer groups only")
 
@@ -109,9 +113,9 @@ def instance_env(tiny: bool) -> dict[str, str]:
     env = dict(BENCH_ENV)
     env["BENCH_VHOST"] = VHOST + (TINY_SUFFIX if tiny else "")
     if tiny:
-        for key in ("AUTH_DATABASE_URL", "QUERY_DATABASE_URL", "BEAT_SCHEDULE"):
+        for key in ("AUTH_DB_NAME", "QUERY_DB_NAME", "BEAT_SCHEDULE"):
             env[key] += TINY_SUFFIX
-        env["CELERY_BROKER_URL"] = env["CELERY_BROKER_URL"].rsplit("/", 1)[0] + "/" + env["BENCH_VHOST"]
+        env["RABBITMQ_VHOST"] = env["BENCH_VHOST"]
     return env
 
 
@@ -135,7 +139,12 @@ def apply(*, tiny: bool = False, **overrides: str) -> dict[str, str]:
     Also takes the instance's lock (released when the process exits), so two runs never
     empty each other's tables."""
     env = choose_ports({**instance_env(tiny), **overrides})
-    check(env)
+    check(
+        {
+            **{k: v for k, v in os.environ.items() if k.endswith("DATABASE_URL") or k == "CELERY_BROKER_URL"},
+            **env,
+        }
+    )
     _take_lock(env["BENCH_VHOST"])
     os.environ.update(env)
     from auth_api.keygen import generate_key_pair  # imports nothing that reads settings

@@ -11,52 +11,35 @@ import time
 from functools import cache
 from typing import Any
 
-import psycopg2
 from sqlalchemy import Engine, create_engine, text
-from sqlalchemy.engine import make_url
 
 from bench.environment import ROOT, VHOST
 
 READ_MODEL_TABLES = (
-    "read_model.users, read_model.login_history, read_model.sessions, read_model.processed_events, dead_letters"
+    "read_model.users, read_model.login_history, read_model.sessions, read_model.processed_events,"
+    " dead_letters"
 )
 
 
-def _admin_connection(url: str) -> psycopg2.extensions.connection:
-    parsed = make_url(url)
-    conn = psycopg2.connect(
-        host=parsed.host, port=parsed.port, user=parsed.username, password=parsed.password, dbname="postgres"
-    )
-    conn.autocommit = True
-    return conn
-
-
-def _create_database(url: str) -> None:
-    name = make_url(url).database
-    conn = _admin_connection(url)
-    try:
-        with conn.cursor() as cur:
-            cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,))
-            if cur.fetchone() is None:
-                cur.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        conn.close()
+def _database_setup() -> None:
+    # Roles, databases and grants (services/postgres.sh setup) with the benchmark's names.
+    subprocess.run(["bash", str(ROOT / "services" / "postgres.sh"), "setup"], check=True)
 
 
 def prepare_databases() -> None:
-    """Create ``auth_bench``/``query_bench`` if missing and migrate them to head."""
+    """Create ``auth_bench``/``query_bench`` and their roles if missing, migrate them to head
+    as their owners, and grant each process kind its privileges."""
     from dataclasses import replace
 
     from flask_migrate import upgrade
 
     from auth_api import create_app as create_auth_app
-    from query_api import create_app as create_query_app
+    from query_api import create_migration_app
     from settings import load_settings
 
+    _database_setup()
     settings = replace(load_settings(), relay_kick=False)
-    for url in (settings.auth_database_url, settings.query_database_url):
-        _create_database(url)
-    for factory in (create_auth_app, create_query_app):
+    for factory in (create_auth_app, create_migration_app):
         app = factory(settings)
         with app.app_context():
             upgrade()
@@ -66,6 +49,7 @@ def prepare_databases() -> None:
             for db in (auth_db, query_db):
                 if app in getattr(db, "_app_engines", {}):
                     db.engine.dispose()
+    _database_setup()  # again: the tables the migrations made get their grants
 
 
 @cache
@@ -79,7 +63,8 @@ def auth_engine() -> Engine:
 def query_engine() -> Engine:
     from settings import load_settings
 
-    return create_engine(load_settings().query_database_url, pool_pre_ping=True)
+    # The owner role: the benchmarks empty and watch the read model.
+    return create_engine(load_settings().projection_database_url, pool_pre_ping=True)
 
 
 def sql(engine: Engine, statement: str, **params: object) -> object:

@@ -43,7 +43,7 @@ def relay_outbox_task(self: Task) -> dict[str, int | bool]:
     settings: Settings = self.app.settings
     try:
         result = relay_outbox(
-            worker_engine(settings.auth_database_url),
+            worker_engine(settings.relay_database_url),
             _producer(settings),
             settings.kafka_topic,
             batch_size=settings.relay_batch_size,
@@ -72,6 +72,6 @@ def relay_outbox_task(self: Task) -> dict[str, int | bool]:
 @shared_task(name=PURGE_TASK, bind=True, ignore_result=True)
 def purge_outbox_task(self: Task) -> int:
     settings: Settings = self.app.settings
-    deleted = purge_published(worker_engine(settings.auth_database_url), settings.outbox_retention_seconds)
+    deleted = purge_published(worker_engine(settings.relay_database_url), settings.outbox_retention_seconds)
     log.info("outbox purge: deleted %d published rows", deleted, extra={"deleted": deleted})
     return deleted

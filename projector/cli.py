@@ -27,7 +27,9 @@ log = logging.getLogger("projector")
 
 
 def _query_engine(settings: Settings) -> Engine:
-    return create_engine(settings.query_database_url, pool_pre_ping=True, connect_args={"connect_timeout": 3})
+    # query_db's owner role: the rebuild creates and renames schemas.
+    url = settings.projection_database_url
+    return create_engine(url, pool_pre_ping=True, connect_args={"connect_timeout": 3})
 
 
 @click.group(invoke_without_command=True)

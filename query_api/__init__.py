@@ -36,3 +36,12 @@ def create_app(settings: Settings | None = None, config: dict[str, Any] | None =
     api.install(app)
     install_observability(app, "query_api", readiness=projection_readiness, collectors=read_side_collectors)
     return app
+
+
+def create_migration_app(settings: Settings | None = None) -> Flask:
+    """The read API's app bound to query_db's owner, for its migrations only.
+
+    ``flask --app 'query_api:create_migration_app()' db upgrade``: the role the read API
+    serves with may only SELECT, so it cannot create or alter tables."""
+    settings = settings or load_settings()
+    return create_app(settings, {"SQLALCHEMY_DATABASE_URI": settings.projection_database_url})

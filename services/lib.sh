@@ -12,7 +12,10 @@ ROOT="$(dirname "$SERVICES_DIR")"
 DATA_DIR="$(realpath -m "${DATA_DIR:-$ROOT/.data}")"
 RUN_DIR="$DATA_DIR/run"
 LOG_DIR="$DATA_DIR/log"
-export SERVICES_DIR ROOT DATA_DIR RUN_DIR LOG_DIR
+# Generated credentials (database roles, RabbitMQ user, Flower), one file each, mode 0600.
+# settings.py reads the same files for its default URLs.
+SECRETS_DIR="$(realpath -m "${SECRETS_DIR:-$DATA_DIR/secrets}")"
+export SERVICES_DIR ROOT DATA_DIR RUN_DIR LOG_DIR SECRETS_DIR
 
 LOG_TAG="${LOG_TAG:-$(basename "${0%.sh}")}"
 
@@ -29,6 +32,22 @@ die() {
 
 ensure_dirs() {
     mkdir -p "$DATA_DIR" "$RUN_DIR" "$LOG_DIR"
+}
+
+# ensure_secret NAME: print the secret kept in $SECRETS_DIR/NAME, generating it on first use
+# (192 random bits as hex: safe in URLs). Never logged; the file is 0600 in a 0700 folder.
+ensure_secret() {
+    local file="$SECRETS_DIR/$1" tmp
+    if [[ ! -s "$file" ]]; then
+        install -d -m 700 "$SECRETS_DIR" "$(dirname "$file")"
+        tmp="$(umask 077 && mktemp "$file.XXXXXX")"
+        od -An -N24 -tx1 /dev/urandom | tr -d ' \n' >"$tmp"
+        # No clobber: two set-ups at once keep one password, the first one written.
+        mv -n "$tmp" "$file"
+        rm -f "$tmp"
+    fi
+    chmod 600 "$file"
+    cat "$file"
 }
 
 # tail_log FILE [LINES]: print the last lines of a log to stderr (for failure reports).

@@ -3,7 +3,8 @@
 #
 #   services/postgres.sh install   # apt-get install postgresql if no server binaries are found
 #   services/postgres.sh start     # initdb (first time) + start our own cluster; no-op if running
-#   services/postgres.sh setup     # create role cqrs/cqrs and databases auth_db, query_db (idempotent)
+#   services/postgres.sh setup     # roles, databases auth_db and query_db, privileges (idempotent;
+#                                  # run it again after migrations so new tables get their grants)
 #   services/postgres.sh stop      # fast shutdown (SIGINT) of the recorded postmaster PID
 #   services/postgres.sh status    # exit 0 if running, 3 if not
 #   services/postgres.sh psql ...  # psql as superuser over the cluster's unix socket
@@ -12,6 +13,11 @@
 # TCP 127.0.0.1:${PGPORT:-5432} (scram-sha-256), unix socket in $DATA_DIR/postgres/run (trust),
 # log $DATA_DIR/log/postgres.log, postmaster PID in $DATA_DIR/run/postgres.pid.
 # Parent directories of $DATA_DIR that the postgres user cannot traverse get o+x (logged).
+#
+# Least privilege (services/sql/*_access.sql): a role per process kind, named
+# ${PG_ROLE_PREFIX:-cqrs}_{auth,relay,projection,reader}, password generated on first run in
+# $SECRETS_DIR/postgres/<role> (0600); databases ${AUTH_DB_NAME:-auth_db}, ${QUERY_DB_NAME:-query_db}.
+# The tests and benchmarks pass their own prefix and database names.
 set -euo pipefail
 # shellcheck source-path=SCRIPTDIR source=lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -19,9 +25,9 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 PGPORT="${PGPORT:-5432}"
 PGHOST_TCP=127.0.0.1
 PG_OS_USER="${PG_OS_USER:-postgres}"
-PG_APP_USER="${PG_APP_USER:-cqrs}"
-PG_APP_PASSWORD="${PG_APP_PASSWORD:-cqrs}"
-PG_DATABASES="${PG_DATABASES:-auth_db query_db}"
+PG_ROLE_PREFIX="${PG_ROLE_PREFIX:-cqrs}"
+AUTH_DB_NAME="${AUTH_DB_NAME:-auth_db}"
+QUERY_DB_NAME="${QUERY_DB_NAME:-query_db}"
 PG_START_TIMEOUT="${PG_START_TIMEOUT:-60}"
 
 PG_BASE="${DATA_DIR:?}/postgres"
@@ -185,21 +191,17 @@ superuser_psql() {
 
 cmd_setup() {
     pg_running || die "PostgreSQL is not running (run: services/postgres.sh start)"
-    log "ensuring role '$PG_APP_USER' and databases: $PG_DATABASES"
-    superuser_psql -d postgres -v u="$PG_APP_USER" -v p="$PG_APP_PASSWORD" <<'SQL'
-SELECT format('CREATE ROLE %I LOGIN CREATEDB', :'u')
-WHERE NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = :'u') \gexec
-SELECT format('ALTER ROLE %I WITH LOGIN CREATEDB PASSWORD %L', :'u', :'p') \gexec
-SQL
-    local db
-    for db in $PG_DATABASES; do
-        superuser_psql -d postgres -v u="$PG_APP_USER" -v d="$db" <<'SQL'
-SELECT format('CREATE DATABASE %I OWNER %I', :'d', :'u')
-WHERE NOT EXISTS (SELECT 1 FROM pg_database WHERE datname = :'d') \gexec
-SELECT format('ALTER DATABASE %I OWNER TO %I', :'d', :'u') \gexec
-SQL
-    done
-    log "databases ready: postgresql://$PG_APP_USER:***@$PGHOST_TCP:$PGPORT/{${PG_DATABASES// /,}}"
+    local auth="${PG_ROLE_PREFIX}_auth" relay="${PG_ROLE_PREFIX}_relay"
+    local projection="${PG_ROLE_PREFIX}_projection" reader="${PG_ROLE_PREFIX}_reader"
+    log "ensuring roles $auth, $relay, $projection, $reader and databases $AUTH_DB_NAME, $QUERY_DB_NAME"
+    # Passwords travel in psql's environment (\getenv), not on its command line.
+    OWNER_PASSWORD="$(ensure_secret "postgres/$auth")" RELAY_PASSWORD="$(ensure_secret "postgres/$relay")" \
+        superuser_psql -d postgres -v db="$AUTH_DB_NAME" -v owner="$auth" -v relay="$relay" \
+        -f "$SERVICES_DIR/sql/auth_db_access.sql" >/dev/null
+    OWNER_PASSWORD="$(ensure_secret "postgres/$projection")" READER_PASSWORD="$(ensure_secret "postgres/$reader")" \
+        superuser_psql -d postgres -v db="$QUERY_DB_NAME" -v owner="$projection" -v reader="$reader" \
+        -f "$SERVICES_DIR/sql/query_db_access.sql" >/dev/null
+    log "databases ready on $PGHOST_TCP:$PGPORT (passwords in $SECRETS_DIR/postgres/)"
 }
 
 case "${1:-}" in

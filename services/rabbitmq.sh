@@ -8,13 +8,17 @@
 #   services/rabbitmq.sh status       # exit 0 if running, 3 if not
 #   services/rabbitmq.sh ctl ARGS...  # rabbitmqctl against our node (e.g. `ctl list_queues`)
 #   services/rabbitmq.sh diag ARGS... # rabbitmq-diagnostics against our node
+#   services/rabbitmq.sh setup        # the project's user and vhost (idempotent)
+#   services/rabbitmq.sh vhost NAME   # one more vhost for the project's user (tests, benchmarks)
 #
 # Env: RABBITMQ_PORT (AMQP, default 5672), RABBITMQ_DIST_PORT (Erlang distribution, default
 # RABBITMQ_PORT+20000, or RABBITMQ_PORT-20000 when that exceeds 65535), RABBITMQ_NODENAME
 # (default rabbit@localhost, or rabbit_<port>@localhost when RABBITMQ_PORT is not 5672, so two
 # checkouts can run side by side). epmd listens on 127.0.0.1:4369 (shared by all nodes; started
 # and recorded in $DATA_DIR/run/epmd.pid if none runs, stopped with the last node that used it).
-# User guest/guest (loopback only): amqp://guest:guest@127.0.0.1:5672//
+# The project's own user ${RABBITMQ_USER:-cqrs} (password generated on first run in
+# $SECRETS_DIR/rabbitmq/<user>, 0600) on its own vhost ${RABBITMQ_VHOST:-cqrs}:
+# amqp://cqrs:<password>@127.0.0.1:5672/cqrs. The project never uses guest.
 # Data $DATA_DIR/rabbitmq/mnesia (durable queues survive stop/start), console log
 # $DATA_DIR/log/rabbitmq.log, beam.smp PID in $DATA_DIR/run/rabbitmq.pid.
 #
@@ -114,7 +118,7 @@ write_config() {
     fi
     chmod 400 "$RMQ_BASE/.erlang.cookie"
     [[ -f "$RMQ_BASE/enabled_plugins" ]] || printf '[].\n' >"$RMQ_BASE/enabled_plugins"
-    # No rabbitmq.conf on purpose: the defaults fit (guest/guest on loopback only), and with no
+    # No rabbitmq.conf on purpose: the defaults fit (guest is loopback only), and with no
     # .conf file the node skips the cuttlefish schema pass, which costs seconds at every boot.
     # Listener, logging (console) and paths come from the environment (rmq_env).
 }
@@ -217,7 +221,7 @@ cmd_start() {
         tail_log "$RMQ_LOG"
         die "rabbitmqctl await_startup failed for $RABBITMQ_NODENAME (pid $pid)"
     fi
-    log "RabbitMQ running (pid $pid) node $RABBITMQ_NODENAME, amqp://guest:guest@$RABBITMQ_HOST:$RABBITMQ_PORT//"
+    log "RabbitMQ running (pid $pid) node $RABBITMQ_NODENAME on $RABBITMQ_HOST:$RABBITMQ_PORT"
 }
 
 cmd_stop() {
@@ -233,6 +237,28 @@ cmd_stop() {
     stop_epmd_if_idle
 }
 
+RABBITMQ_USER="${RABBITMQ_USER:-cqrs}"
+RABBITMQ_VHOST="${RABBITMQ_VHOST:-cqrs}"
+
+# ensure_user: the project's user, with the password kept in its secret file.
+ensure_user() {
+    local password verb=change_password
+    password="$(ensure_secret "rabbitmq/$RABBITMQ_USER")"
+    ctl list_users --silent | cut -f1 | grep -qx "$RABBITMQ_USER" || verb=add_user
+    # The password goes through stdin: never on a command line, never in the log.
+    printf '%s' "$password" | ctl -q "$verb" "$RABBITMQ_USER" >/dev/null
+}
+
+# ensure_vhost NAME: the vhost, with every right on it for the project's user only.
+ensure_vhost() {
+    ctl list_vhosts --silent | grep -qx "$1" || ctl add_vhost "$1" >/dev/null
+    ctl set_permissions -p "$1" "$RABBITMQ_USER" ".*" ".*" ".*" >/dev/null
+    # A vhost an older set-up opened to guest is closed to it.
+    if ctl list_permissions -p "$1" --silent | cut -f1 | grep -qx guest; then
+        ctl clear_permissions -p "$1" guest >/dev/null
+    fi
+}
+
 case "${1:-}" in
 install) cmd_install ;;
 start) cmd_start ;;
@@ -246,14 +272,19 @@ diag)
     shift
     diag "$@"
     ;;
+setup)
+    ensure_user
+    ensure_vhost "$RABBITMQ_VHOST"
+    log "user $RABBITMQ_USER on vhost $RABBITMQ_VHOST (password in $SECRETS_DIR/rabbitmq/$RABBITMQ_USER)"
+    ;;
 vhost)
-    # An isolated virtual host (the tests use their own), open to the guest user.
+    # An isolated virtual host (the tests and benchmarks use their own) for the project's user.
     [ -n "${2:-}" ] || die "usage: $0 vhost NAME"
-    ctl list_vhosts --silent | grep -qx "$2" || ctl add_vhost "$2" >/dev/null
-    ctl set_permissions -p "$2" guest ".*" ".*" ".*" >/dev/null
+    ensure_user
+    ensure_vhost "$2"
     ;;
 *)
-    echo "usage: $0 {install|start|stop|status|vhost NAME|ctl ARGS...|diag ARGS...}" >&2
+    echo "usage: $0 {install|start|stop|status|setup|vhost NAME|ctl ARGS...|diag ARGS...}" >&2
     exit 2
     ;;
 esac

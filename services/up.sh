@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Install (if missing) and start (if not running) PostgreSQL, RabbitMQ and Kafka for this
-# checkout, then create the role/databases and the Kafka topic. Idempotent: a second run
+# checkout, then create the roles, databases, RabbitMQ user and vhost, and the Kafka topic. Idempotent: a second run
 # reuses the running servers and takes about a second.
 #
 #   bash services/up.sh            # PYTHON (default .venv/bin/python) must have confluent-kafka
@@ -40,6 +40,7 @@ wait "$rabbit_job" || rabbit_rc=$?
 ((rabbit_rc == 0)) || die "RabbitMQ failed to start (see above)"
 
 bash "$SERVICES_DIR/postgres.sh" setup
+bash "$SERVICES_DIR/rabbitmq.sh" setup
 "$python" "$SERVICES_DIR/create_topic.py" \
     --bootstrap "127.0.0.1:${KAFKA_PORT:-9092}" \
     --topic "${KAFKA_TOPIC:-user-events}" \
@@ -47,6 +48,7 @@ bash "$SERVICES_DIR/postgres.sh" setup
     die "could not create Kafka topic ${KAFKA_TOPIC:-user-events} (see $LOG_DIR/kafka.log)"
 
 log "all services up in $((SECONDS - started))s:"
-log "  postgresql://cqrs:cqrs@127.0.0.1:${PGPORT:-5432}/auth_db and .../query_db"
-log "  amqp://guest:guest@127.0.0.1:${RABBITMQ_PORT:-5672}//"
+log "  postgresql://127.0.0.1:${PGPORT:-5432}/auth_db and .../query_db, a role per process kind"
+log "  amqp://${RABBITMQ_USER:-cqrs}@127.0.0.1:${RABBITMQ_PORT:-5672}/${RABBITMQ_VHOST:-cqrs}"
+log "  (generated passwords in $SECRETS_DIR, mode 0600)"
 log "  kafka 127.0.0.1:${KAFKA_PORT:-9092}, topic ${KAFKA_TOPIC:-user-events}"

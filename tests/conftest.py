@@ -15,7 +15,6 @@ from collections.abc import Iterator  # noqa: E402
 from dataclasses import replace  # noqa: E402
 from typing import Any  # noqa: E402
 
-import psycopg2  # noqa: E402
 import pytest  # noqa: E402
 from flask import Flask  # noqa: E402
 
@@ -42,30 +41,39 @@ def settings() -> Settings:
 
 @pytest.fixture(scope="session")
 def test_databases(settings: Any) -> None:
-    """Create and migrate the test databases; start each session with empty tables."""
-    for url in (settings.auth_database_url, settings.query_database_url):
-        _create_database(url)
+    """Create the test databases and their roles, migrate them as their owners, grant what
+    each process kind may do (services/postgres.sh setup, before and after the migrations,
+    as `make migrate` does); start each session with empty tables."""
+    _database_setup()
     from flask_migrate import upgrade
 
     from auth_api import create_app as create_auth_app
-    from query_api import create_app as create_query_app
+    from query_api import create_migration_app
 
-    for factory in (create_auth_app, create_query_app):
-        app = factory(QUIET_SETTINGS)
+    for app in (create_auth_app(QUIET_SETTINGS), create_migration_app(QUIET_SETTINGS)):
         with app.app_context():
             upgrade()
+    _database_setup()
     _sql(settings.auth_database_url, "TRUNCATE users, outbox, sessions")
     _sql(
-        settings.query_database_url,
+        settings.projection_database_url,
         "TRUNCATE read_model.users, read_model.login_history, read_model.sessions,"
         " read_model.processed_events, dead_letters",
+    )
+
+
+def _database_setup() -> None:
+    subprocess.run(
+        ["bash", str(ROOT / "services" / "postgres.sh"), "setup"], env=environment.child_env(), check=True
     )
 
 
 @pytest.fixture(scope="session")
 def broker_vhost(settings: Any) -> None:
     """The session's RabbitMQ vhost, emptied of tasks a previous run left behind."""
-    subprocess.run(["bash", str(ROOT / "services" / "rabbitmq.sh"), "vhost", environment.VHOST], check=True)
+    subprocess.run(
+        ["bash", str(ROOT / "services" / "rabbitmq.sh"), "setup"], env=environment.child_env(), check=True
+    )
     from celery_config.app import make_celery
 
     celery_app = make_celery(settings)
@@ -96,21 +104,6 @@ def query_app(test_databases: None) -> Flask:
     return create_app(QUIET_SETTINGS, {"TESTING": True})
 
 
-def _create_database(url: str) -> None:
-    from sqlalchemy.engine import make_url
-
-    parsed = make_url(url)
-    conn = psycopg2.connect(
-        host=parsed.host, port=parsed.port, user=parsed.username, password=parsed.password, dbname="postgres"
-    )
-    conn.autocommit = True
-    with conn.cursor() as cur:
-        cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (parsed.database,))
-        if cur.fetchone() is None:
-            cur.execute(f'CREATE DATABASE "{parsed.database}"')
-    conn.close()
-
-
 def _sql(url: str, statement: str) -> None:
     from sqlalchemy import create_engine, text
 
@@ -133,7 +126,7 @@ def system(test_databases: None, broker_vhost: None, topic: str, tmp_path_factor
     try:
         for name in ("relay_worker", "projection_worker", "beat", "projector", "auth_api", "query_api"):
             group.start(name)
-        group.start("flower", {"FLOWER_BASIC_AUTH": "ops:ops-secret"})
+        group.start("flower")  # with the session's generated credential, as under `make run`
         wait_for_port(int(TEST_ENV["AUTH_API_PORT"]))
         wait_for_port(int(TEST_ENV["QUERY_API_PORT"]))
         running.wait_ready()

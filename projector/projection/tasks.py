@@ -29,7 +29,7 @@ def retry_delay(retries: int) -> float:
 @shared_task(name=PROJECT_TASK, bind=True, max_retries=None, ignore_result=True)
 def apply_events_task(self: Task, deliveries: list[dict[str, Any]]) -> dict[str, int]:
     items = [Delivery.from_dict(item) for item in deliveries]
-    engine = worker_engine(self.app.settings.query_database_url)
+    engine = worker_engine(self.app.settings.projection_database_url)
     try:
         report = apply_or_split(engine, items)
     except Exception as exc:

@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import re
+import subprocess
 import uuid
 
 import pytest
 import requests
 
-from tests.support.environment import TEST_ENV
+from services.processes import command_line
+from settings import ROOT
+from tests.support.environment import TEST_ENV, TEST_SETTINGS, child_env
 from tests.support.waiting import wait_until
 
-FLOWER_AUTH = ("ops", "ops-secret")
+# The session's generated credential (SECRETS_DIR/flower), which the system's Flower got too.
+FLOWER_USER, _, FLOWER_PASSWORD = (TEST_SETTINGS.flower_basic_auth or "").partition(":")
+FLOWER_AUTH = (FLOWER_USER, FLOWER_PASSWORD)
 
 
 def metric(text: str, name: str, **labels: str) -> float:
@@ -123,3 +128,35 @@ def test_flower_lists_the_workers_of_both_queues_and_a_task_that_ran(system):
         return any(t.get("state") == "SUCCESS" for t in tasks.values())
 
     wait_until(projection_task_seen, timeout=60, interval=1, what="a successful projection task in Flower")
+
+
+def test_flower_refuses_default_credentials_and_takes_the_generated_one(system):
+    base = f"http://127.0.0.1:{TEST_ENV['FLOWER_PORT']}"
+    assert len(FLOWER_PASSWORD) >= 32  # generated, not chosen
+    apply_task = f"{base}/api/task/async-apply/outbox.relay"
+    for guess in (("admin", "admin"), ("flower", "flower"), (FLOWER_USER, ""), ("admin", FLOWER_PASSWORD)):
+        assert requests.get(f"{base}/api/workers", auth=guess, timeout=10).status_code == 401, guess
+        # The API that runs tasks is the one that must never open to a guess.
+        assert requests.post(apply_task, auth=guess, json={}, timeout=10).status_code == 401, guess
+    assert requests.get(f"{base}/api/workers", auth=FLOWER_AUTH, timeout=30).status_code == 200
+
+
+@pytest.mark.parametrize("credential", [None, "admin:admin", "flower:"])
+def test_flower_does_not_start_without_a_strong_credential(tmp_path, credential):
+    """The Procfile's Flower line, with no generated password (an empty SECRETS_DIR) and no
+    or a guessable FLOWER_BASIC_AUTH: it exits instead of serving."""
+    env = child_env(SECRETS_DIR=str(tmp_path), FLOWER_PORT="0")
+    env.pop("FLOWER_BASIC_AUTH", None)
+    if credential is not None:
+        env["FLOWER_BASIC_AUTH"] = credential
+    argv, line_env = command_line("flower", env)
+    result = subprocess.run(
+        [str(ROOT / ".venv" / "bin" / "celery"), *argv[1:]],
+        env={**env, **line_env},
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,  # a Flower that starts serves until killed: this fails the test
+    )
+    assert result.returncode != 0
+    assert "no usable credential" in result.stderr + result.stdout

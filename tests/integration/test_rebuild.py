@@ -54,7 +54,7 @@ def test_the_swap_waits_for_a_projection_transaction_that_spans_it(settings):
     from query_api import create_app
 
     with scratch_database(
-        settings.query_database_url, lambda config: create_app(settings, config), "swap"
+        settings.projection_database_url, lambda config: create_app(settings, config), "swap"
     ) as app:
         engine = create_engine(app.config["SQLALCHEMY_DATABASE_URI"])
         try:

@@ -2,34 +2,37 @@
 
 from __future__ import annotations
 
+import subprocess
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
-import psycopg2
 from flask import Flask
 from sqlalchemy.engine import make_url
 
+from settings import ROOT
 
-def _admin(url: str) -> psycopg2.extensions.connection:
-    parsed = make_url(url)
-    conn = psycopg2.connect(
-        host=parsed.host, port=parsed.port, user=parsed.username, password=parsed.password, dbname="postgres"
+
+def _superuser(sql: str) -> None:
+    # The roles of the system may not create databases: the superuser does, over the unix socket.
+    subprocess.run(
+        ["bash", str(ROOT / "services" / "postgres.sh"), "psql", "-d", "postgres", "-c", sql],
+        check=True,
+        capture_output=True,
+        timeout=60,
     )
-    conn.autocommit = True
-    return conn
 
 
 @contextmanager
 def scratch_database(base_url: str, factory: Callable[[dict], Flask], prefix: str) -> Iterator[Flask]:
-    """A new database for one test (an app bound to it), dropped afterwards.
+    """A new database for one test (an app bound to it), owned by ``base_url``'s role, dropped
+    afterwards.
 
     ``factory(config)`` builds the app; the config points it at the new database."""
     name = f"{prefix}_{uuid.uuid4().hex[:8]}"
-    url = make_url(base_url).set(database=name).render_as_string(hide_password=False)
-    admin = _admin(base_url)
-    with admin.cursor() as cur:
-        cur.execute(f'CREATE DATABASE "{name}"')
+    parsed = make_url(base_url)
+    url = parsed.set(database=name).render_as_string(hide_password=False)
+    _superuser(f'CREATE DATABASE "{name}" OWNER "{parsed.username}"')
     try:
         from flask_migrate import upgrade
 
@@ -45,6 +48,4 @@ def scratch_database(base_url: str, factory: Callable[[dict], Flask], prefix: st
                 if app in getattr(db, "_app_engines", {}):
                     db.engine.dispose()
     finally:
-        with admin.cursor() as cur:
-            cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.close()
+        _superuser(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

@@ -1,4 +1,5 @@
-"""The environment of a test session: its own databases, topic, consumer group, vhost, ports.
+"""The environment of a test session: its own databases and roles, topic, consumer group,
+RabbitMQ user and vhost, ports, generated passwords.
 
 Handed to the code under test as a ``Settings`` (``TEST_SETTINGS``) and to the processes a
 test starts as their environment (``child_env``), so a `make run` on the same machine and
@@ -8,6 +9,7 @@ the tests never see each other's data. Nothing here changes this process's envir
 from __future__ import annotations
 
 import os
+import subprocess
 import uuid
 from pathlib import Path
 
@@ -16,8 +18,6 @@ from settings import ROOT, load_settings
 DATA_DIR = load_settings().data_dir
 
 RUN_ID = uuid.uuid4().hex[:8]
-PG = "postgresql+psycopg2://cqrs:cqrs@127.0.0.1:{port}/{db}"
-PG_PORT = os.environ.get("PGPORT", "5432")
 KAFKA_PORT = os.environ.get("KAFKA_PORT", "9092")
 
 
@@ -28,6 +28,10 @@ if NAMESPACE and not NAMESPACE.isdigit():
     raise SystemExit("TEST_NAMESPACE must be a small number (it shifts the test ports)")
 SUFFIX = f"_{NAMESPACE}" if NAMESPACE else ""
 VHOST = f"cqrs_test{SUFFIX}"
+# Roles are cluster-wide: a session's roles carry its namespace ("cqrs_test_2_reader", ...).
+ROLE_PREFIX = f"cqrs_test{SUFFIX}"
+ROLES = {kind: f"{ROLE_PREFIX}_{kind}" for kind in ("auth", "relay", "projection", "reader")}
+SECRETS_DIR = DATA_DIR / f"test-secrets{SUFFIX}"
 
 
 def _port(name: str, default: str) -> str:
@@ -35,13 +39,51 @@ def _port(name: str, default: str) -> str:
     return os.environ.get(f"TEST_{name}", str(int(default) + 100 * int(NAMESPACE or 0)))
 
 
+# The names services/postgres.sh and services/rabbitmq.sh set up, and settings.py turns into
+# URLs with the generated passwords: the same path as `make run`, with the session's names.
+NAMES = {
+    "PG_ROLE_PREFIX": ROLE_PREFIX,
+    "AUTH_DB_NAME": f"auth_test{SUFFIX}",
+    "QUERY_DB_NAME": f"query_test{SUFFIX}",
+    "RABBITMQ_USER": ROLE_PREFIX,
+    "RABBITMQ_VHOST": VHOST,
+    "SECRETS_DIR": str(SECRETS_DIR),
+}
+# Generated before the settings read them (the servers' roles are made by fixtures).
+subprocess.run(
+    [
+        "bash",
+        str(ROOT / "services" / "secrets.sh"),
+        "ensure",
+        *(f"postgres/{role}" for role in ROLES.values()),
+        f"rabbitmq/{ROLE_PREFIX}",
+        "flower",
+    ],
+    env={**os.environ, **NAMES},
+    check=True,
+)
+# Variables of the developer's shell that would point a test at `make run`'s resources.
+_SHADOWED = (
+    "AUTH_DATABASE_URL",
+    "RELAY_DATABASE_URL",
+    "PROJECTION_DATABASE_URL",
+    "QUERY_DATABASE_URL",
+    "CELERY_BROKER_URL",
+    "FLOWER_BASIC_AUTH",
+)
+_BASE = {key: value for key, value in os.environ.items() if key not in _SHADOWED}
+_URLS = load_settings({**_BASE, **NAMES})
+
 TEST_ENV = {
-    "AUTH_DATABASE_URL": PG.format(port=PG_PORT, db=f"auth_test{SUFFIX}"),
-    "QUERY_DATABASE_URL": PG.format(port=PG_PORT, db=f"query_test{SUFFIX}"),
+    **NAMES,
+    "AUTH_DATABASE_URL": _URLS.auth_database_url,
+    "RELAY_DATABASE_URL": _URLS.relay_database_url,
+    "PROJECTION_DATABASE_URL": _URLS.projection_database_url,
+    "QUERY_DATABASE_URL": _URLS.query_database_url,
+    "CELERY_BROKER_URL": _URLS.broker_url,
     "KAFKA_TOPIC": f"user-events-test-{RUN_ID}",
     "PROJECTOR_GROUP_ID": f"query-projector-test-{RUN_ID}",
     "KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{KAFKA_PORT}",
-    "CELERY_BROKER_URL": f"amqp://guest:guest@127.0.0.1:{os.environ.get('RABBITMQ_PORT', '5672')}/{VHOST}",
     # Registration hashes in every test; the production default (argon2id) is tested apart.
     "PASSWORD_HASH_METHOD": "pbkdf2:sha256:1000",
     "AUTH_API_PORT": _port("AUTH_API_PORT", "18088"),
@@ -60,12 +102,12 @@ TEST_ENV = {
 }
 
 
-TEST_SETTINGS = load_settings({**os.environ, **TEST_ENV})
+TEST_SETTINGS = load_settings({**_BASE, **TEST_ENV})
 
 
 def child_env(**extra: str) -> dict[str, str]:
     """The environment of a process a test starts: the test environment, the project importable."""
-    return {**os.environ, **TEST_ENV, "PYTHONPATH": str(ROOT), **extra}
+    return {**_BASE, **TEST_ENV, "PYTHONPATH": str(ROOT), **extra}
 
 
 def apply() -> None:

@@ -12,7 +12,8 @@ from tests.support.environment import TEST_SETTINGS
 
 @cache
 def query_engine() -> Engine:
-    return create_engine(TEST_SETTINGS.query_database_url, pool_pre_ping=True)
+    # The owner of query_db: tests also empty and seed the read model.
+    return create_engine(TEST_SETTINGS.projection_database_url, pool_pre_ping=True)
 
 
 @cache

@@ -4,30 +4,62 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+from pathlib import Path
 
+import pytest
 import yaml
 
 from settings import ROOT
 
 SCALED = ("projection-worker", "relay-worker")
+ONE_SHOT = ("setup", "db-access", "db-grants")
+SECRETS = (
+    "POSTGRES_PASSWORD",
+    "PG_AUTH_PASSWORD",
+    "PG_RELAY_PASSWORD",
+    "PG_PROJECTION_PASSWORD",
+    "PG_READER_PASSWORD",
+    "RABBITMQ_PASSWORD",
+    "FLOWER_BASIC_AUTH",
+)
 
 
-def _compose_config() -> str:
-    if subprocess.run(["docker", "compose", "version"], capture_output=True).returncode == 0:
-        command = ["docker", "compose"]
-    else:
-        # `make test` installs Debian's docker-compose where the Docker CLI lacks the plugin.
-        assert shutil.which("docker-compose"), "no Compose CLI: run `bash services/tools.sh`"
-        command = ["docker-compose"]
-    result = subprocess.run(
-        [*command, "-f", str(ROOT / "docker-compose.yml"), "config"], capture_output=True, text=True, cwd=ROOT
+@pytest.fixture(scope="module")
+def env_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The .env services/compose_env.sh writes: a generated password for each credential."""
+    path = tmp_path_factory.mktemp("compose") / ".env"
+    subprocess.run(
+        ["bash", str(ROOT / "services" / "compose_env.sh")], env={"ENV_FILE": str(path)}, check=True
     )
+    assert path.stat().st_mode & 0o777 == 0o600
+    return path
+
+
+def _compose_command() -> list[str]:
+    if subprocess.run(["docker", "compose", "version"], capture_output=True).returncode == 0:
+        return ["docker", "compose"]
+    # `make test` installs Debian's docker-compose where the Docker CLI lacks the plugin.
+    assert shutil.which("docker-compose"), "no Compose CLI: run `bash services/tools.sh`"
+    return ["docker-compose"]
+
+
+def _run_config(env_file: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*_compose_command(), "--env-file", str(env_file), "-f", str(ROOT / "docker-compose.yml"), "config"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
+
+
+def _compose_config(env_file: Path) -> str:
+    result = _run_config(env_file)
     assert result.returncode == 0, result.stderr
     return result.stdout
 
 
-def test_compose_file_is_valid_and_complete():
-    config = yaml.safe_load(_compose_config())
+def test_compose_file_is_valid_and_complete(env_file):
+    config = yaml.safe_load(_compose_config(env_file))
     services = config["services"]
     assert {
         "auth-api",
@@ -43,7 +75,7 @@ def test_compose_file_is_valid_and_complete():
         "rabbitmq",
     } <= set(services)
     for name, service in services.items():
-        if name != "setup":
+        if name not in ONE_SHOT:
             assert "healthcheck" in service, f"{name} has no healthcheck"
     for name in SCALED:
         # Replicas need no fixed container name and no host port.
@@ -56,8 +88,8 @@ def test_compose_file_is_valid_and_complete():
     assert services["beat"].get("deploy", {}).get("replicas", 1) == 1
 
 
-def test_the_signing_key_is_mounted_only_into_the_write_side():
-    services = yaml.safe_load(_compose_config())["services"]
+def test_the_signing_key_is_mounted_only_into_the_write_side(env_file):
+    services = yaml.safe_load(_compose_config(env_file))["services"]
     signing = {
         name
         for name, service in services.items()
@@ -67,11 +99,11 @@ def test_the_signing_key_is_mounted_only_into_the_write_side():
     assert signing == {"auth-api", "setup"}  # setup writes the key pair once
 
 
-def test_every_process_runs_its_procfile_line():
+def test_every_process_runs_its_procfile_line(env_file):
     """Compose defines no command line of its own: each container execs a Procfile line."""
     from services.procfile import process_definitions
 
-    services = yaml.safe_load(_compose_config())["services"]
+    services = yaml.safe_load(_compose_config(env_file))["services"]
     started = {}
     for name, service in services.items():
         command = service.get("command") or []
@@ -79,3 +111,58 @@ def test_every_process_runs_its_procfile_line():
             started[name] = command[3]
     assert set(started.values()) == set(process_definitions({}))
     assert all(name.replace("-", "_") == line for name, line in started.items())
+
+
+def test_every_credential_is_required_never_defaulted():
+    text = (ROOT / "docker-compose.yml").read_text()
+    for name in SECRETS:
+        uses = text.count("${" + name)
+        assert uses and uses == text.count("${" + name + ":?"), name
+
+
+@pytest.mark.parametrize("missing", ["FLOWER_BASIC_AUTH"])
+def test_compose_refuses_to_start_without_a_generated_credential(env_file, tmp_path, missing):
+    partial = tmp_path / ".env"
+    partial.write_text(
+        "".join(line + "\n" for line in env_file.read_text().splitlines() if not line.startswith(missing))
+    )
+    result = _run_config(partial)
+    assert result.returncode != 0
+    assert "compose_env.sh" in result.stderr
+
+
+def test_flower_takes_its_credential_from_the_environment_and_listens_on_localhost_only(env_file):
+    text = _compose_config(env_file)
+    assert "admin:admin" not in text and "guest" not in text and "cqrs:cqrs" not in text
+    flower = yaml.safe_load(text)["services"]["flower"]
+    ports = flower["ports"]
+    assert ports and all(
+        (p.get("host_ip") if isinstance(p, dict) else p.split(":")[0]) == "127.0.0.1" for p in ports
+    )
+    assert flower["environment"]["FLOWER_BASIC_AUTH"].startswith("flower:")
+    assert "--basic-auth" not in " ".join(flower["command"])  # never on a command line
+    from services.procfile import process_definitions
+
+    assert "--basic-auth" not in " ".join(process_definitions({})["flower"].argv)
+
+
+def test_each_process_kind_gets_only_its_own_database_role(env_file):
+    services = yaml.safe_load(_compose_config(env_file))["services"]
+    expected = {
+        "auth-api": {"AUTH_DATABASE_URL": "cqrs_auth"},
+        "query-api": {"QUERY_DATABASE_URL": "cqrs_reader"},
+        "relay-worker": {"RELAY_DATABASE_URL": "cqrs_relay"},
+        "projection-worker": {"PROJECTION_DATABASE_URL": "cqrs_projection"},
+        "projector": {},
+        "beat": {},
+        "flower": {},
+    }
+    for name, urls in expected.items():
+        environment = services[name]["environment"]
+        found = {
+            key: value.split("://")[1].split(":")[0]
+            for key, value in environment.items()
+            if key.endswith("DATABASE_URL")
+        }
+        assert found == urls, name
+
