@@ -17,7 +17,7 @@ from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
 from sqlalchemy.orm import Mapped, mapped_column
 
 from auth_api.extensions import db
-from auth_api.lockout import FailureCount, LockoutPolicy
+from auth_api.lockout import FailureCount
 from event_contract import Event, new_event
 
 
@@ -81,16 +81,15 @@ class User(db.Model):
             "UserLoggedIn", {"email": self.email, "ip": device.ip, "user_agent": device.user_agent}, now
         )
 
-    def fail_login(self, device: Device, reason: str, now: datetime, policy: LockoutPolicy | None) -> bool:
-        """Record a failed login; with a policy it counts. True if this failure locked the account."""
-        locked = False
-        if policy is not None:
-            after = self.failure_count.after_failure(policy, now)
-            locked = after.locked_until != self.locked_until
-            self._set_failures(after)
+    def fail_login(
+        self, device: Device, reason: str, now: datetime, count: FailureCount | None = None
+    ) -> None:
+        """Record a failed login; ``count`` is the email's counter after it (``login_failures``),
+        mirrored on the account so that its lock is visible with the user."""
+        if count is not None:
+            self._set_failures(count)
         data = {"email": self.email, "ip": device.ip, "user_agent": device.user_agent, "reason": reason}
         self._record("UserLoginFailed", data, now)
-        return locked
 
     # --- roles ---
 
@@ -114,6 +113,31 @@ class User(db.Model):
         event = new_event(event_type, self.id, self.version, data, time=now)
         self.events.append(event)
         return event
+
+
+class LoginFailures(db.Model):
+    """Failed logins per normalised email, account or not (``auth_api.lockout``).
+
+    Keyed by an HMAC of the email, never the email itself: an unknown email locks like a
+    registered one, and the table leaks no address.
+    """
+
+    __tablename__ = "login_failures"
+
+    email_key: Mapped[bytes] = mapped_column(LargeBinary, primary_key=True)
+    failures: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
+    first_failed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    locked_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    @property
+    def count(self) -> FailureCount:
+        return FailureCount(self.failures or 0, self.first_failed_at, self.locked_until)
+
+    @count.setter
+    def count(self, value: FailureCount) -> None:
+        self.failures = value.failures
+        self.first_failed_at = value.first_failed_at
+        self.locked_until = value.locked_until
 
 
 class OutboxMessage(db.Model):

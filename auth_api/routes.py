@@ -98,6 +98,7 @@ def login() -> ResponseReturnValue:
             body.email,
             body.password,
             _device(),
+            failure_secret=side.failure_secret,
             headers=_headers(),
         )
     except InvalidCredentials as exc:
