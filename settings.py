@@ -51,6 +51,7 @@ class Settings:
     login_failure_key: str | None
     # --- rate limits of the unauthenticated endpoints (Flask-Limiter notation, e.g. "20/minute") ---
     rate_limit_storage_url: str  # shared by every API process; "memory://" counts per process
+    rate_limit_key_prefix: str  # separates deployments (or test sessions) sharing one store
     rate_limit_per_address: str
     rate_limit_per_email: str
     # --- HTTP ---
@@ -124,6 +125,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         rate_limit_storage_url=text(
             "RATE_LIMIT_STORAGE_URL", f"redis://127.0.0.1:{text('REDIS_PORT', '6379')}/0"
         ),
+        rate_limit_key_prefix=text("RATE_LIMIT_KEY_PREFIX", "cqrs"),
         rate_limit_per_address=text("RATE_LIMIT_PER_ADDRESS", "60/minute;600/hour"),
         rate_limit_per_email=text("RATE_LIMIT_PER_EMAIL", "10/minute;100/hour"),
         cors_origins=tuple(o.strip() for o in text("CORS_ORIGINS", "").split(",") if o.strip()),

@@ -12,6 +12,7 @@ from auth_api import commands
 from auth_api.bootstrap import WriteSide
 from auth_api.commands import Account, AccountLocked, EmailTaken, InvalidCredentials
 from auth_api.models import Device
+from auth_api.rate_limits import per_address, per_email
 from auth_api.schemas import LoginRequest, LoginResponse, RefreshResponse, RegisterRequest, RegisterResponse
 from web.json_body import read_json
 from web.openapi import ApiDocument
@@ -26,7 +27,18 @@ api = ApiDocument(
     "to read your own write.",
 )
 BODY_ERRORS = {400: None, 413: None, 415: None, 422: None}
-RETRY_AFTER = {429: {"Retry-After": {"schema": {"type": "integer"}, "description": "Seconds to wait"}}}
+_FIELD = {"schema": {"type": "string"}}
+RATE_LIMIT_FIELDS = {
+    "RateLimit": {**_FIELD, "description": "IETF RateLimit: remaining quota and seconds to reset"},
+    "RateLimit-Policy": {**_FIELD, "description": "IETF RateLimit-Policy: quota and window"},
+}
+# Every unauthenticated endpoint is rate limited: any answer may be a 429.
+LIMITED = {
+    429: {
+        "Retry-After": {"schema": {"type": "integer"}, "description": "Seconds to wait"},
+        **RATE_LIMIT_FIELDS,
+    }
+}
 
 
 def _write_side() -> WriteSide:
@@ -63,8 +75,11 @@ def health() -> ResponseReturnValue:
     "/register",
     "Register a user (emits UserRegistered)",
     request=RegisterRequest,
-    responses={201: RegisterResponse, 409: None, 503: None, **BODY_ERRORS},
+    responses={201: RegisterResponse, 409: None, 429: None, 503: None, **BODY_ERRORS},
+    headers={201: RATE_LIMIT_FIELDS, **LIMITED},
 )
+@per_address
+@per_email
 def register() -> ResponseReturnValue:
     body = read_json(RegisterRequest)
     side = _write_side()
@@ -85,8 +100,10 @@ def register() -> ResponseReturnValue:
     "Log in (emits UserLoggedIn or UserLoginFailed)",
     request=LoginRequest,
     responses={200: LoginResponse, 401: None, 429: None, 503: None, **BODY_ERRORS},
-    headers=RETRY_AFTER,
+    headers={200: RATE_LIMIT_FIELDS, **LIMITED},
 )
+@per_address
+@per_email
 def login() -> ResponseReturnValue:
     body = read_json(LoginRequest)
     side = _write_side()
@@ -135,9 +152,11 @@ def login() -> ResponseReturnValue:
     "post",
     "/refresh",
     "A new access token for a refresh token",
-    responses={200: RefreshResponse, 401: None, 503: None},
+    responses={200: RefreshResponse, 401: None, 429: None, 503: None},
     secured=True,
+    headers={200: RATE_LIMIT_FIELDS, **LIMITED},
 )
+@per_address
 @jwt_required(refresh=True)
 def refresh() -> ResponseReturnValue:
     # Roles are re-read from the write model: a revoked role does not survive a refresh.
