@@ -77,6 +77,15 @@ def health() -> ResponseReturnValue:
     request=RegisterRequest,
     responses={201: RegisterResponse, 409: None, 429: None, 503: None, **BODY_ERRORS},
     headers={201: RATE_LIMIT_FIELDS, **LIMITED},
+    links={
+        201: {
+            "LogIn": {
+                "operationId": "post_login",
+                "requestBody": {"email": "$request.body#/email", "password": "$request.body#/password"},
+                "description": "Log in with the credentials just registered",
+            }
+        }
+    },
 )
 @per_address
 @per_email

@@ -42,6 +42,16 @@ PAGING = [
 CONSISTENCY = [{"name": CONSISTENCY_HEADER, "in": "header", "schema": {"type": "string", "format": "uuid"}}]
 LINK = {200: {"Link": {"schema": {"type": "string"}, "description": 'RFC 8288, rel="next"'}}}
 READ_ERRORS = {401: None, 422: None, 503: None}
+# OpenAPI links from a user to its reads (schemathesis' stateful phase follows them).
+ONE_USER_LINKS = {
+    200: {
+        "GetUser": {"operationId": "get_users_user_id", "parameters": {"user_id": "$response.body#/id"}},
+        "GetLogins": {
+            "operationId": "get_users_user_id_logins",
+            "parameters": {"user_id": "$response.body#/id"},
+        },
+    }
+}
 
 
 def data_endpoint(view: Callable[..., ResponseReturnValue]) -> Callable[..., ResponseReturnValue]:
@@ -70,6 +80,18 @@ def health() -> ResponseReturnValue:
     secured=True,
     headers=LINK,
     parameters=[*PAGING, {"name": "email", "in": "query", "schema": {"type": "string"}}, *CONSISTENCY],
+    links={
+        200: {
+            "GetFirstUser": {
+                "operationId": "get_users_user_id",
+                "parameters": {"user_id": "$response.body#/0/id"},
+            },
+            "GetFirstUserLogins": {
+                "operationId": "get_users_user_id_logins",
+                "parameters": {"user_id": "$response.body#/0/id"},
+            },
+        }
+    },
 )
 @data_endpoint
 def list_users() -> ResponseReturnValue:
@@ -98,6 +120,7 @@ def list_users() -> ResponseReturnValue:
     responses={200: UserOut, 404: None, **READ_ERRORS},
     secured=True,
     parameters=CONSISTENCY,
+    links=ONE_USER_LINKS,
 )
 @data_endpoint
 def get_me() -> ResponseReturnValue:
@@ -112,6 +135,7 @@ def get_me() -> ResponseReturnValue:
     responses={200: UserOut, 403: None, 404: None, **READ_ERRORS},
     secured=True,
     parameters=CONSISTENCY,
+    links=ONE_USER_LINKS,
 )
 @data_endpoint
 def get_user(user_id: str) -> ResponseReturnValue:
