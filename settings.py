@@ -51,6 +51,14 @@ class Settings:
     lockout_max_failures: int
     lockout_window: timedelta
     lockout_duration: timedelta
+    # Key of the HMAC that names an email in the failure counters (no email in clear there);
+    # None: derived from the signing key, which only the write side holds.
+    login_failure_key: str | None
+    # --- rate limits of the unauthenticated endpoints (Flask-Limiter notation, e.g. "20/minute") ---
+    rate_limit_storage_url: str  # shared by every API process; "memory://" counts per process
+    rate_limit_key_prefix: str  # separates deployments (or test sessions) sharing one store
+    rate_limit_per_address: str
+    rate_limit_per_email: str
     # --- HTTP ---
     cors_origins: tuple[str, ...]
     consistency_wait_seconds: float
@@ -137,6 +145,13 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         lockout_max_failures=integer("LOCKOUT_MAX_FAILURES", 5),
         lockout_window=timedelta(seconds=integer("LOCKOUT_WINDOW_SECONDS", 15 * 60)),
         lockout_duration=timedelta(seconds=integer("LOCKOUT_DURATION_SECONDS", 15 * 60)),
+        login_failure_key=env.get("LOGIN_FAILURE_KEY") or None,
+        rate_limit_storage_url=text(
+            "RATE_LIMIT_STORAGE_URL", f"redis://127.0.0.1:{text('REDIS_PORT', '6379')}/0"
+        ),
+        rate_limit_key_prefix=text("RATE_LIMIT_KEY_PREFIX", "cqrs"),
+        rate_limit_per_address=text("RATE_LIMIT_PER_ADDRESS", "60/minute;600/hour"),
+        rate_limit_per_email=text("RATE_LIMIT_PER_EMAIL", "10/minute;100/hour"),
         cors_origins=tuple(o.strip() for o in text("CORS_ORIGINS", "").split(",") if o.strip()),
         consistency_wait_seconds=number("CONSISTENCY_WAIT_SECONDS", 2.0),
         # At most half the threads of a process may wait, so waits never starve other reads.

@@ -30,10 +30,12 @@ def create_app(settings: Settings | None = None, config: dict[str, Any] | None =
     from auth_api import models  # noqa: F401  (tables known to Flask-Migrate)
     from auth_api.bootstrap import build_write_side
     from auth_api.cli import register_cli
+    from auth_api.rate_limits import install_rate_limits
     from auth_api.routes import api, bp
     from auth_api.telemetry import outbox_collectors
 
     app.extensions["write_side"] = build_write_side(settings)
+    install_rate_limits(app, settings)
     app.register_blueprint(bp)
     api.install(app)
     install_observability(

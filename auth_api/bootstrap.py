@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -10,12 +11,14 @@ from auth_api.lockout import LockoutPolicy
 from auth_api.passwords import PasswordHasher
 from auth_api.unit_of_work import SqlUnitOfWork
 from settings import Settings
+from web.jwt_setup import read_key
 
 
 @dataclass(frozen=True)
 class WriteSide:
     hasher: PasswordHasher
     lockout: LockoutPolicy
+    failure_secret: bytes  # keys the per-email failure counters (auth_api.lockout.failure_key)
     after_commit: Callable[[], None]
 
     def unit_of_work(self) -> SqlUnitOfWork:
@@ -30,4 +33,15 @@ def build_write_side(settings: Settings) -> WriteSide:
 
         after_commit = RelayKicker(make_celery(settings))
     hasher = PasswordHasher.from_settings(settings)
-    return WriteSide(hasher, LockoutPolicy.from_settings(settings), after_commit)
+    return WriteSide(hasher, LockoutPolicy.from_settings(settings), failure_secret(settings), after_commit)
+
+
+def failure_secret(settings: Settings) -> bytes:
+    """``LOGIN_FAILURE_KEY``, else a key derived from the signing key: a secret only the write
+    side holds, with nothing more to provision."""
+    if settings.login_failure_key:
+        return settings.login_failure_key.encode()
+    pem = read_key(settings.jwt_private_key_pem, settings.jwt_private_key_file)
+    if pem is None:
+        raise RuntimeError("no LOGIN_FAILURE_KEY and no signing key to derive it from")
+    return hashlib.sha256(b"cqrs login_failures v1\0" + pem.encode()).digest()

@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from sqlalchemy.exc import IntegrityError
 
 from auth_api.emails import normalize_email
-from auth_api.lockout import LockoutPolicy
+from auth_api.lockout import FailureCount, LockoutPolicy, failure_key
 from auth_api.models import Device, User, UserSession
 from auth_api.passwords import PasswordHasher
 from auth_api.unit_of_work import UnitOfWork
@@ -106,35 +106,45 @@ def log_in(
     password: str,
     device: Device,
     *,
+    failure_secret: bytes,
     headers: dict[str, str] | None = None,
     clock: Clock = utc_now,
 ) -> Outcome:
-    """The account and its UserLoggedIn event id, or raise; failures are recorded as events."""
+    """The account and its UserLoggedIn event id, or raise; failures are recorded as events.
+
+    No oracle: an unknown email costs one hash verification like a known one, its failures
+    are counted and lock it like a known one's (the counter is per email, account or not),
+    and it raises the same exceptions with the same values in every state.
+    """
     email = normalize_email(email)
+    key = failure_key(failure_secret, email)
     with uow:
         found = uow.users.by_email(email)
         user_id, stored = (found.id, found.password_hash) if found else (None, hasher.dummy_hash)
     # Outside the transaction: the same hashing work whether or not the email exists.
     valid = hasher.verify(stored, password) and user_id is not None
     upgraded = hasher.hash(password) if valid and hasher.needs_rehash(stored) else None
-    if user_id is None:
-        raise InvalidCredentials()
     with uow:
-        user = uow.users.get(user_id, for_update=True)
-        if user is None:  # deleted meanwhile
-            raise InvalidCredentials()
         now = clock()
-        retry_after = user.failure_count.retry_after(now)
-        if retry_after is not None:
-            user.fail_login(device, "account_locked", now, policy=None)
+        count = uow.failures.lock(key)  # first, always: one lock order for every login
+        user = uow.users.get(user_id, for_update=True) if user_id is not None else None
+        retry_after = count.retry_after(now)
+        if retry_after is not None:  # locked: even the right password is refused
+            if user is not None:
+                user.fail_login(device, "account_locked", now)
             uow.commit(headers)
             raise AccountLocked(retry_after)
-        if not valid or user.password_hash != stored:  # wrong, or changed while we hashed
-            locked = user.fail_login(device, "invalid_password", now, policy)
+        if user is None or not valid or user.password_hash != stored:  # unknown, wrong, or changed meanwhile
+            after = count.after_failure(policy, now)
+            uow.failures.save(key, after)
+            if user is not None:
+                user.fail_login(device, "invalid_password", now, after)
             uow.commit(headers)
-            if locked:
-                raise AccountLocked(int(policy.lock_for.total_seconds()))
+            locked_for = after.retry_after(now)
+            if locked_for is not None:  # this failure reached the limit
+                raise AccountLocked(locked_for)
             raise InvalidCredentials()
+        uow.failures.save(key, FailureCount())
         session = UserSession.start(user.id, now)
         uow.sessions.add(session)
         event = user.log_in(device, now, session, upgraded)

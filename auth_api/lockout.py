@@ -1,10 +1,16 @@
-"""Login lockout: how many failures, within which window, lock an account for how long.
+"""Login lockout: how many failures, within which window, lock an email for how long.
 
-Pure arithmetic on timestamps handed in, so the rules are tested with any clock.
+Failures are counted per normalised email, whether or not an account has it, so a lock
+tells nothing about which emails are registered. The counters are keyed by an HMAC of the
+email (``failure_key``): the table holds no address in clear, and erasing a user's counter
+only needs their email. Pure arithmetic on timestamps handed in, so the rules are tested
+with any clock.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -22,9 +28,14 @@ class LockoutPolicy:
         return cls(settings.lockout_max_failures, settings.lockout_window, settings.lockout_duration)
 
 
+def failure_key(secret: bytes, normalized_email: str) -> bytes:
+    """The counter's key for an email: HMAC-SHA256, so the key alone does not give the email."""
+    return hmac.new(secret, normalized_email.encode(), hashlib.sha256).digest()
+
+
 @dataclass(frozen=True)
 class FailureCount:
-    """The failure counter of one account: failures since ``first_failed_at``, and the lock."""
+    """The failure counter of one email: failures since ``first_failed_at``, and the lock."""
 
     failures: int = 0
     first_failed_at: datetime | None = None

@@ -17,7 +17,7 @@ from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
 from sqlalchemy.orm import Mapped, mapped_column
 
 from auth_api.extensions import db
-from auth_api.lockout import FailureCount, LockoutPolicy
+from auth_api.lockout import FailureCount
 from event_contract import Event, new_event
 
 
@@ -95,16 +95,15 @@ class User(db.Model):
         session.ended_at, session.end_reason = now, reason
         return self._record("SessionEnded", {"session_id": session.id, "reason": reason}, now)
 
-    def fail_login(self, device: Device, reason: str, now: datetime, policy: LockoutPolicy | None) -> bool:
-        """Record a failed login; with a policy it counts. True if this failure locked the account."""
-        locked = False
-        if policy is not None:
-            after = self.failure_count.after_failure(policy, now)
-            locked = after.locked_until != self.locked_until
-            self._set_failures(after)
+    def fail_login(
+        self, device: Device, reason: str, now: datetime, count: FailureCount | None = None
+    ) -> None:
+        """Record a failed login; ``count`` is the email's counter after it (``login_failures``),
+        mirrored on the account so that its lock is visible with the user."""
+        if count is not None:
+            self._set_failures(count)
         data = {"email": self.email, "ip": device.ip, "user_agent": device.user_agent, "reason": reason}
         self._record("UserLoginFailed", data, now)
-        return locked
 
     # --- roles ---
 
@@ -160,6 +159,29 @@ class UserSession(db.Model):
         self.refresh_jti = uuid.uuid4()
         self.last_used_at = now
         return self.refresh_jti
+class LoginFailures(db.Model):
+    """Failed logins per normalised email, account or not (``auth_api.lockout``).
+
+    Keyed by an HMAC of the email, never the email itself: an unknown email locks like a
+    registered one, and the table leaks no address.
+    """
+
+    __tablename__ = "login_failures"
+
+    email_key: Mapped[bytes] = mapped_column(LargeBinary, primary_key=True)
+    failures: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
+    first_failed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    locked_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    @property
+    def count(self) -> FailureCount:
+        return FailureCount(self.failures or 0, self.first_failed_at, self.locked_until)
+
+    @count.setter
+    def count(self, value: FailureCount) -> None:
+        self.failures = value.failures
+        self.first_failed_at = value.first_failed_at
+        self.locked_until = value.locked_until
 
 
 class OutboxMessage(db.Model):

@@ -12,6 +12,7 @@ from auth_api import commands
 from auth_api.bootstrap import WriteSide
 from auth_api.commands import Account, AccountLocked, EmailTaken, InvalidCredentials
 from auth_api.models import Device
+from auth_api.rate_limits import per_address, per_email
 from auth_api.schemas import LoginRequest, LoginResponse, RefreshResponse, RegisterRequest, RegisterResponse
 from web.consistency_token import ConsistencyClaim, sign_consistency_token
 from web.json_body import read_json
@@ -29,7 +30,18 @@ api = ApiDocument(
 )
 BODY_ERRORS = {400: None, 413: None, 415: None, 422: None}
 CHALLENGE = {"WWW-Authenticate": 'Bearer realm="auth_api"'}
-RETRY_AFTER = {429: {"Retry-After": {"schema": {"type": "integer"}, "description": "Seconds to wait"}}}
+_FIELD = {"schema": {"type": "string"}}
+RATE_LIMIT_FIELDS = {
+    "RateLimit": {**_FIELD, "description": "IETF RateLimit: remaining quota and seconds to reset"},
+    "RateLimit-Policy": {**_FIELD, "description": "IETF RateLimit-Policy: quota and window"},
+}
+# Every unauthenticated endpoint is rate limited: any answer may be a 429.
+LIMITED = {
+    429: {
+        "Retry-After": {"schema": {"type": "integer"}, "description": "Seconds to wait"},
+        **RATE_LIMIT_FIELDS,
+    }
+}
 
 
 def _write_side() -> WriteSide:
@@ -66,8 +78,20 @@ def health() -> ResponseReturnValue:
     "/register",
     "Register a user (emits UserRegistered)",
     request=RegisterRequest,
-    responses={201: RegisterResponse, 409: None, 503: None, **BODY_ERRORS},
+    responses={201: RegisterResponse, 409: None, 429: None, 503: None, **BODY_ERRORS},
+    headers={201: RATE_LIMIT_FIELDS, **LIMITED},
+    links={
+        201: {
+            "LogIn": {
+                "operationId": "post_login",
+                "requestBody": {"email": "$request.body#/email", "password": "$request.body#/password"},
+                "description": "Log in with the credentials just registered",
+            }
+        }
+    },
 )
+@per_address
+@per_email
 def register() -> ResponseReturnValue:
     body = read_json(RegisterRequest)
     side = _write_side()
@@ -90,8 +114,10 @@ def register() -> ResponseReturnValue:
     "Log in (emits UserLoggedIn or UserLoginFailed)",
     request=LoginRequest,
     responses={200: LoginResponse, 401: None, 429: None, 503: None, **BODY_ERRORS},
-    headers=RETRY_AFTER,
+    headers={200: RATE_LIMIT_FIELDS, **LIMITED},
 )
+@per_address
+@per_email
 def login() -> ResponseReturnValue:
     body = read_json(LoginRequest)
     side = _write_side()
@@ -103,6 +129,7 @@ def login() -> ResponseReturnValue:
             body.email,
             body.password,
             _device(),
+            failure_secret=side.failure_secret,
             headers=_headers(),
         )
     except InvalidCredentials as exc:
@@ -137,9 +164,11 @@ def login() -> ResponseReturnValue:
     "post",
     "/refresh",
     "Rotate a refresh token: a new access token and the next refresh token (single use)",
-    responses={200: RefreshResponse, 401: None, 503: None},
+    responses={200: RefreshResponse, 401: None, 429: None, 503: None},
     secured=True,
+    headers={200: RATE_LIMIT_FIELDS, **LIMITED},
 )
+@per_address
 @jwt_required(refresh=True)
 def refresh() -> ResponseReturnValue:
     """Rotate the refresh token (single use); roles are re-read, so a change applies now."""

@@ -14,9 +14,11 @@ from types import TracebackType
 from typing import Protocol, Self
 
 from sqlalchemy import select
+from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
-from auth_api.models import OutboxMessage, User, UserSession
+from auth_api.lockout import FailureCount
+from auth_api.models import LoginFailures, OutboxMessage, User, UserSession
 from event_contract import Event, serialize_event
 
 
@@ -33,9 +35,20 @@ class Sessions(Protocol):
     def add(self, session: UserSession) -> None: ...
 
 
+class FailureCounters(Protocol):
+    """Failed-login counters per email key (``auth_api.lockout.failure_key``)."""
+
+    def lock(self, key: bytes) -> FailureCount:
+        """The counter of ``key``, locked until the end of the transaction (zero if none)."""
+        ...
+
+    def save(self, key: bytes, count: FailureCount) -> None: ...
+
+
 class UnitOfWork(Protocol):
     users: Users
     sessions: Sessions
+    failures: FailureCounters
 
     def __enter__(self) -> Self: ...
     def __exit__(
@@ -87,6 +100,34 @@ class SqlSessions:
         self.session.add(user_session)
 
 
+class SqlFailureCounters:
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    def lock(self, key: bytes) -> FailureCount:
+        # Insert-if-missing first, so that two first failures of one email serialise on the
+        # row lock instead of both reading "no row" and one count being lost.
+        self.session.execute(insert(LoginFailures).values(email_key=key).on_conflict_do_nothing())
+        row = self.session.execute(
+            select(LoginFailures)
+            .where(LoginFailures.email_key == key)
+            .with_for_update()
+            .execution_options(populate_existing=True)
+        ).scalar_one()
+        return row.count
+
+    def save(self, key: bytes, count: FailureCount) -> None:
+        row = self.session.get(LoginFailures, key)
+        if count == FailureCount():  # nothing to remember: no row, nothing kept about the email
+            if row is not None:
+                self.session.delete(row)
+            return
+        if row is None:
+            row = LoginFailures(email_key=key)
+            self.session.add(row)
+        row.count = count
+
+
 class SqlUnitOfWork:
     def __init__(self, session: Session, after_commit: Callable[[], None] = lambda: None) -> None:
         self.session = session
@@ -95,6 +136,7 @@ class SqlUnitOfWork:
     def __enter__(self) -> Self:
         self.users = SqlUsers(self.session)
         self.sessions = SqlSessions(self.session)
+        self.failures = SqlFailureCounters(self.session)
         return self
 
     def __exit__(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+from urllib.parse import urlencode
 
 from flask import request
 
@@ -17,7 +18,8 @@ def read_limit() -> int:
     raw = request.args.get("limit")
     if raw is None:
         return DEFAULT_LIMIT
-    if not raw.isdigit() or not 1 <= int(raw) <= MAX_LIMIT:
+    # isascii: "²" or "٣" are digits to str.isdigit but not to int().
+    if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= MAX_LIMIT:
         raise Problem(422, "Unprocessable Content", f"limit must be an integer from 1 to {MAX_LIMIT}.")
     return int(raw)
 
@@ -35,3 +37,15 @@ def decode_cursor(cursor: str, count: int) -> list[str]:
     if len(parts) != count:
         raise Problem(422, "Unprocessable Content", "Invalid cursor.")
     return parts
+
+
+def next_link(cursor: str) -> str:
+    """The ``Link`` value of the next page: this request's path and query, the cursor replaced.
+
+    Relative (RFC 8288 resolves it against the request URL), so neither the client's Host
+    header nor url_for's reserved argument names (``_external``, ``_scheme``, ``endpoint``...),
+    sent as query parameters, can shape it.
+    """
+    args = [(k, v) for k, v in request.args.items(multi=True) if k != "cursor"]
+    target = request.script_root + request.path + "?" + urlencode([*args, ("cursor", cursor)])
+    return f'<{target}>; rel="next"'

@@ -12,7 +12,7 @@ from datetime import datetime
 from functools import wraps
 from typing import Any
 
-from flask import Blueprint, jsonify, request, url_for
+from flask import Blueprint, jsonify, request
 from flask.typing import ResponseReturnValue
 from flask_jwt_extended import jwt_required
 from sqlalchemy import select, tuple_
@@ -21,7 +21,7 @@ from query_api.access import caller_id, require_admin, require_self_or_admin
 from query_api.consistency import HEADER as CONSISTENCY_HEADER
 from query_api.consistency import read_your_writes
 from query_api.extensions import db
-from query_api.paging import MAX_LIMIT, decode_cursor, encode_cursor, read_limit
+from query_api.paging import MAX_LIMIT, decode_cursor, encode_cursor, next_link, read_limit
 from query_api.schemas import HealthOut, LoginOut, SessionOut, UserOut
 from read_model import LoginHistoryEntry, SessionView, UserView
 from web.openapi import ApiDocument
@@ -49,6 +49,16 @@ CONSISTENCY = [
 ]
 LINK = {200: {"Link": {"schema": {"type": "string"}, "description": 'RFC 8288, rel="next"'}}}
 READ_ERRORS = {401: None, 403: None, 422: None, 503: None}
+# OpenAPI links from a user to its reads (schemathesis' stateful phase follows them).
+ONE_USER_LINKS = {
+    200: {
+        "GetUser": {"operationId": "get_users_user_id", "parameters": {"user_id": "$response.body#/id"}},
+        "GetLogins": {
+            "operationId": "get_users_user_id_logins",
+            "parameters": {"user_id": "$response.body#/id"},
+        },
+    }
+}
 
 
 def data_endpoint(view: Callable[..., ResponseReturnValue]) -> Callable[..., ResponseReturnValue]:
@@ -77,6 +87,18 @@ def health() -> ResponseReturnValue:
     secured=True,
     headers=LINK,
     parameters=[*PAGING, {"name": "email", "in": "query", "schema": {"type": "string"}}, *CONSISTENCY],
+    links={
+        200: {
+            "GetFirstUser": {
+                "operationId": "get_users_user_id",
+                "parameters": {"user_id": "$response.body#/0/id"},
+            },
+            "GetFirstUserLogins": {
+                "operationId": "get_users_user_id_logins",
+                "parameters": {"user_id": "$response.body#/0/id"},
+            },
+        }
+    },
 )
 @data_endpoint
 def list_users() -> ResponseReturnValue:
@@ -95,7 +117,7 @@ def list_users() -> ResponseReturnValue:
         query = query.where(UserView.id > _uuid(after, "cursor"))
     users = db.session.execute(query.order_by(UserView.id).limit(limit + 1)).scalars().all()
     next_cursor = encode_cursor(str(users[limit - 1].id)) if len(users) > limit else None
-    return _paged([user_json(u) for u in users[:limit]], next_cursor, "query.list_users")
+    return _paged([user_json(u) for u in users[:limit]], next_cursor)
 
 
 @api.route(
@@ -106,6 +128,7 @@ def list_users() -> ResponseReturnValue:
     responses={200: UserOut, 404: None, **READ_ERRORS},
     secured=True,
     parameters=CONSISTENCY,
+    links=ONE_USER_LINKS,
 )
 @data_endpoint
 def get_me() -> ResponseReturnValue:
@@ -121,6 +144,7 @@ def get_me() -> ResponseReturnValue:
     responses={200: UserOut, 403: None, 404: None, **READ_ERRORS},
     secured=True,
     parameters=CONSISTENCY,
+    links=ONE_USER_LINKS,
 )
 @data_endpoint
 def get_user(user_id: str) -> ResponseReturnValue:
@@ -144,6 +168,7 @@ def get_user(user_id: str) -> ResponseReturnValue:
 def my_logins() -> ResponseReturnValue:
     read_your_writes()
     return _logins(_find_user(caller_id()), "query.my_logins")
+    return _logins(_find_user(caller_id()))
 
 
 @api.route(
@@ -162,6 +187,7 @@ def user_logins(user_id: str) -> ResponseReturnValue:
     require_self_or_admin(wanted)
     read_your_writes()
     return _logins(_find_user(wanted), "query.user_logins", user_id=user_id)
+    return _logins(_find_user(wanted))
 
 
 @api.route(
@@ -218,7 +244,7 @@ def login_json(entry: LoginHistoryEntry) -> dict[str, Any]:
     ).model_dump(mode="json")
 
 
-def _logins(user: UserView, endpoint: str, **values: str) -> ResponseReturnValue:
+def _logins(user: UserView) -> ResponseReturnValue:
     limit = read_limit()
     query = select(LoginHistoryEntry).where(LoginHistoryEntry.user_id == user.id)
     cursor = request.args.get("cursor")
@@ -232,17 +258,13 @@ def _logins(user: UserView, endpoint: str, **values: str) -> ResponseReturnValue
     entries = db.session.execute(query.order_by(*order).limit(limit + 1)).scalars().all()
     last = entries[limit - 1] if len(entries) > limit else None
     next_cursor = encode_cursor(last.occurred_at.isoformat(), str(last.event_id)) if last else None
-    return _paged([login_json(e) for e in entries[:limit]], next_cursor, endpoint, **values)
+    return _paged([login_json(e) for e in entries[:limit]], next_cursor)
 
 
-def _paged(
-    items: list[dict[str, Any]], next_cursor: str | None, endpoint: str, **values: str
-) -> ResponseReturnValue:
+def _paged(items: list[dict[str, Any]], next_cursor: str | None) -> ResponseReturnValue:
     response = jsonify(items)
     if next_cursor:
-        args = {k: v for k, v in request.args.items() if k != "cursor"}
-        link = url_for(endpoint, **values, **args, cursor=next_cursor)
-        response.headers["Link"] = f'<{link}>; rel="next"'
+        response.headers["Link"] = next_link(next_cursor)
     return response
 
 

@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
-# Install (if missing) and start (if not running) PostgreSQL, RabbitMQ and Kafka for this
-# checkout, then create the roles, databases, RabbitMQ user and vhost, and the Kafka topic. Idempotent: a second run
+# Install (if missing) and start (if not running) PostgreSQL, RabbitMQ, Kafka and Redis for
+# this checkout, then create the roles, databases, RabbitMQ user and vhost, and the Kafka
+# topic. Idempotent: a second run
 # reuses the running servers and takes about a second.
 #
 #   bash services/up.sh            # PYTHON (default .venv/bin/python) must have confluent-kafka
 #
-# Env: DATA_DIR (default <repo>/.data), PGPORT (5432), RABBITMQ_PORT (5672), KAFKA_PORT (9092),
+# Env: DATA_DIR (default <repo>/.data), PGPORT (5432), RABBITMQ_PORT (5672), KAFKA_PORT (9092), REDIS_PORT (6379),
 #      KAFKA_CONTROLLER_PORT (9093), KAFKA_TOPIC (user-events), KAFKA_PARTITIONS (6), PYTHON.
 set -euo pipefail
 # shellcheck source-path=SCRIPTDIR source=lib.sh
@@ -25,6 +26,7 @@ fi
 bash "$SERVICES_DIR/postgres.sh" install
 bash "$SERVICES_DIR/rabbitmq.sh" install
 bash "$SERVICES_DIR/kafka.sh" install
+bash "$SERVICES_DIR/redis.sh" install
 
 # RabbitMQ boots slowest (~10-15 s here), so it starts in the background meanwhile.
 bash "$SERVICES_DIR/rabbitmq.sh" start &
@@ -33,6 +35,9 @@ rc=0
 bash "$SERVICES_DIR/postgres.sh" start || rc=$?
 if ((rc == 0)); then
     bash "$SERVICES_DIR/kafka.sh" start || rc=$?
+fi
+if ((rc == 0)); then
+    bash "$SERVICES_DIR/redis.sh" start || rc=$?
 fi
 rabbit_rc=0
 wait "$rabbit_job" || rabbit_rc=$?
@@ -52,3 +57,4 @@ log "  postgresql://127.0.0.1:${PGPORT:-5432}/auth_db and .../query_db, a role p
 log "  amqp://${RABBITMQ_USER:-cqrs}@127.0.0.1:${RABBITMQ_PORT:-5672}/${RABBITMQ_VHOST:-cqrs}"
 log "  (generated passwords in $SECRETS_DIR, mode 0600)"
 log "  kafka 127.0.0.1:${KAFKA_PORT:-9092}, topic ${KAFKA_TOPIC:-user-events}"
+log "  redis://127.0.0.1:${REDIS_PORT:-6379} (rate limits)"

@@ -26,6 +26,8 @@ def read_json(model: type[M]) -> M:
         document = json.loads(raw)
     except ValueError as exc:  # also covers bytes that are not UTF-8
         raise Problem(400, "Malformed JSON", f"The body is not valid JSON: {exc}") from exc
+    except RecursionError as exc:  # e.g. 60,000 nested arrays: the decoder gives up, not the server
+        raise Problem(400, "Malformed JSON", "The body is nested too deeply.") from exc
     if not isinstance(document, dict):
         raise Problem(422, "Unprocessable Content", "The body must be a JSON object.")
     try:

@@ -63,9 +63,9 @@ def jwt_config(settings: Settings, *, signing: bool, audience: str) -> dict[str,
     from cryptography.hazmat.primitives.serialization import load_pem_private_key, load_pem_public_key
 
     private_key = (
-        _read_key(settings.jwt_private_key_pem, settings.jwt_private_key_file) if signing else None
+        read_key(settings.jwt_private_key_pem, settings.jwt_private_key_file) if signing else None
     )
-    public_key = _read_key(settings.jwt_public_key_pem, settings.jwt_public_key_file)
+    public_key = read_key(settings.jwt_public_key_pem, settings.jwt_public_key_file)
     return {
         "JWT_ALGORITHM": "RS256",
         "JWT_DECODE_ALGORITHMS": ["RS256"],
@@ -82,7 +82,7 @@ def jwt_config(settings: Settings, *, signing: bool, audience: str) -> dict[str,
     }
 
 
-def _read_key(inline: str | None, path: str) -> str | None:
+def read_key(inline: str | None, path: str) -> str | None:
     """A PEM key given inline, else from the file, else None."""
     if inline:
         return inline

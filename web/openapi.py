@@ -67,6 +67,8 @@ class Operation:
     parameters: list[dict[str, Any]] = field(default_factory=list)
     secured: bool = False
     headers: dict[int, dict[str, Any]] = field(default_factory=dict)
+    # OpenAPI links per status: what a client (or schemathesis' stateful phase) calls next.
+    links: dict[int, dict[str, Any]] = field(default_factory=dict)
 
 
 class ApiDocument:
@@ -152,6 +154,8 @@ class ApiDocument:
             response["content"] = {"application/json": {"schema": _ref(model)}}
         if status in op.headers:
             response["headers"] = op.headers[status]
+        if status in op.links:
+            response["links"] = op.links[status]
         return response
 
     def install(self, app: Flask) -> None:

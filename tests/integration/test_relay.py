@@ -59,9 +59,9 @@ def _make_history(users: int, logins: int) -> dict[str, int]:
     for user_id, email in ids.items():
         log_in = [SqlUnitOfWork(db.session), HASHER, LockoutPolicy(), email]
         with pytest.raises(commands.InvalidCredentials):
-            commands.log_in(*log_in, "wrong password", device, headers=headers)  # type: ignore[arg-type]
+            commands.log_in(*log_in, "wrong password", device, failure_secret=b"relay-test", headers=headers)  # type: ignore[arg-type]
         for _ in range(logins):
-            commands.log_in(*log_in, PASSWORD, device, headers=headers)  # type: ignore[arg-type]
+            commands.log_in(*log_in, PASSWORD, device, failure_secret=b"relay-test", headers=headers)  # type: ignore[arg-type]
         versions[user_id] = 2 + logins
     return versions
 

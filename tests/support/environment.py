@@ -91,6 +91,12 @@ TEST_ENV = {
     "FLOWER_PORT": _port("FLOWER_PORT", "15555"),
     "PROJECTOR_METRICS_PORT": _port("PROJECTOR_METRICS_PORT", "19108"),
     "RELAY_DELIVERY_TIMEOUT_MS": "5000",
+    # Rate limits stay on in every test, generous so that no test is throttled by another;
+    # tests/e2e/test_rate_limits.py starts an API with tight ones.
+    "RATE_LIMIT_STORAGE_URL": f"redis://127.0.0.1:{os.environ.get('REDIS_PORT', '6379')}/0",
+    "RATE_LIMIT_KEY_PREFIX": f"test{SUFFIX}-{RUN_ID}",
+    "RATE_LIMIT_PER_ADDRESS": "100000/minute",
+    "RATE_LIMIT_PER_EMAIL": "100000/minute",
     "LOG_LEVEL": "INFO",
     "RELAY_METRICS_PORT": _port("RELAY_METRICS_PORT", "19109"),
     "PROJECTION_METRICS_PORT": _port("PROJECTION_METRICS_PORT", "19110"),

@@ -6,6 +6,7 @@ import uuid
 from types import TracebackType
 from typing import Self
 
+from auth_api.lockout import FailureCount
 from auth_api.models import User, UserSession
 from event_contract import Event
 
@@ -46,6 +47,30 @@ class FakeSessions:
         self.added.append(session)
 
 
+class FakeFailureCounters:
+    """Failure counters per email key; like the table, a zero counter is no row at all."""
+
+    def __init__(self) -> None:
+        self.rows: dict[bytes, FailureCount] = {}
+        self.staged: dict[bytes, FailureCount] = {}
+        self.locked: list[bytes] = []
+
+    def lock(self, key: bytes) -> FailureCount:
+        self.locked.append(key)
+        return self.staged.get(key, self.rows.get(key, FailureCount()))
+
+    def save(self, key: bytes, count: FailureCount) -> None:
+        self.staged[key] = count
+
+    def commit(self) -> None:
+        for key, count in self.staged.items():
+            if count == FailureCount():
+                self.rows.pop(key, None)
+            else:
+                self.rows[key] = count
+        self.staged = {}
+
+
 class FakeUnitOfWork:
     """Commits by moving added users into ``users.rows`` and events into ``outbox``.
 
@@ -56,6 +81,7 @@ class FakeUnitOfWork:
     def __init__(self) -> None:
         self.users = FakeUsers()
         self.sessions = FakeSessions()
+        self.failures = FakeFailureCounters()
         self.outbox: list[tuple[Event, dict[str, str]]] = []
         self.commits = 0
         self.kicks = 0
@@ -63,6 +89,7 @@ class FakeUnitOfWork:
     def __enter__(self) -> Self:
         self.users.seen = {}
         self.sessions.added = []
+        self.failures.staged = {}
         return self
 
     def __exit__(
@@ -83,12 +110,14 @@ class FakeUnitOfWork:
             user.events.clear()
         self.sessions.rows.update((session.id, session) for session in self.sessions.added)
         self.outbox.extend((event, dict(headers or {})) for event in events)
+        self.failures.commit()
         self.commits += 1
         if events:
             self.kicks += 1
         return events
 
     def rollback(self) -> None:
+        self.failures.staged = {}
         for user in self.users.seen.values():
             user.events.clear()
 

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from auth_api import commands
-from auth_api.lockout import LockoutPolicy
+from auth_api.lockout import LockoutPolicy, failure_key
 from auth_api.models import Device
 from auth_api.passwords import PasswordHasher
 from tests.unit.fakes import FakeUnitOfWork
@@ -60,8 +60,24 @@ def clock() -> Clock:
     return Clock()
 
 
+SECRET = b"unit-test failure key"
+
+
 def _login(uow, hasher, clock, email="ada@example.com", password=PASSWORD):
-    return commands.log_in(uow, hasher, POLICY, email, password, DEVICE, clock=clock)
+    return commands.log_in(uow, hasher, POLICY, email, password, DEVICE, failure_secret=SECRET, clock=clock)
+
+
+def _attempt(uow, hasher, clock, email, password="wrong password"):
+    """What a login answers, as the route sees it, and the hash work it cost."""
+    before = hasher.verified, hasher.hashed
+    try:
+        _login(uow, hasher, clock, email, password)
+        answer = ("ok", None)
+    except commands.AccountLocked as exc:
+        answer = ("locked", exc.retry_after)
+    except commands.InvalidCredentials:
+        answer = ("invalid", None)
+    return answer, (hasher.verified - before[0], hasher.hashed - before[1])
 
 
 def test_register_records_user_registered_as_version_1_with_the_normalized_email(uow, hasher, clock):
@@ -103,14 +119,43 @@ def test_a_login_bumps_the_version_and_records_the_device(uow, hasher, clock):
 
 def test_unknown_and_known_emails_cost_the_same_hash_work(uow, hasher, clock):
     commands.register(uow, hasher, "ada@example.com", PASSWORD, clock=clock)
-    before = hasher.verified, hasher.hashed
-    with pytest.raises(commands.InvalidCredentials):
-        _login(uow, hasher, clock, "nobody@example.com")
-    unknown = hasher.verified - before[0], hasher.hashed - before[1]
-    with pytest.raises(commands.InvalidCredentials):
-        _login(uow, hasher, clock, password="wrong password")
-    known = hasher.verified - before[0] - unknown[0], hasher.hashed - before[1] - unknown[1]
-    assert unknown == known == (1, 0)
+    unknown = _attempt(uow, hasher, clock, "nobody@example.com")
+    known = _attempt(uow, hasher, clock, "ada@example.com")
+    assert unknown == known == (("invalid", None), (1, 0))
+
+
+def test_an_unknown_email_fails_and_locks_exactly_like_a_known_one(uow, hasher, clock):
+    """Fresh, failing, locked, lock expired: step by step the same answer and hash work."""
+    commands.register(uow, hasher, "ada@example.com", PASSWORD, clock=clock)
+    trails: dict[str, list] = {"ada@example.com": [], "nobody@example.com": []}
+    for email, trail in trails.items():
+        start = clock.now
+        for _ in range(POLICY.max_failures + 2):  # failing, then locking, then locked
+            trail.append(_attempt(uow, hasher, clock, email))
+            clock.advance(seconds=30)
+        trail.append(_attempt(uow, hasher, clock, email, PASSWORD))  # the right one, still locked
+        clock.advance(minutes=11)  # the lock ends
+        trail.append(_attempt(uow, hasher, clock, email))
+        clock.now = start  # the second email replays the very same moments
+    assert trails["ada@example.com"] == trails["nobody@example.com"]
+    answers = [answer for answer, _ in trails["nobody@example.com"]]
+    assert answers == [("invalid", None)] * (POLICY.max_failures - 1) + [
+        ("locked", 600),
+        ("locked", 570),
+        ("locked", 540),
+        ("locked", 510),
+        ("invalid", None),
+    ]
+    assert {work for _, work in trails["nobody@example.com"]} == {(1, 0)}
+
+
+def test_failures_are_counted_per_normalised_email_under_a_key_that_is_not_the_email(uow, hasher, clock):
+    for spelling in ("Nobody@Example.com", " nobody@example.COM"):
+        _attempt(uow, hasher, clock, spelling)
+    [(key, count)] = uow.failures.rows.items()
+    assert count.failures == 2
+    assert len(key) == 32 and b"nobody" not in key  # an HMAC-SHA256, no address in clear
+    assert key == failure_key(SECRET, "nobody@example.com") != failure_key(b"other", "nobody@example.com")
 
 
 def test_failures_lock_the_account_within_the_window_and_the_lock_expires(uow, hasher, clock):

@@ -73,6 +73,7 @@ def test_compose_file_is_valid_and_complete(env_file):
         "postgres-auth",
         "postgres-query",
         "rabbitmq",
+        "redis",
     } <= set(services)
     for name, service in services.items():
         if name not in ONE_SHOT:
@@ -84,6 +85,10 @@ def test_compose_file_is_valid_and_complete(env_file):
     assert services["kafka"]["environment"]["KAFKA_PROCESS_ROLES"] == "broker,controller"
     conditions = services["projector"]["depends_on"]
     assert conditions["kafka"]["condition"] == "service_healthy"
+    # Both APIs count rate limits in the one shared store, and wait for it.
+    for api in ("auth-api", "query-api"):
+        assert services[api]["environment"]["RATE_LIMIT_STORAGE_URL"] == "redis://redis:6379/0"
+        assert services[api]["depends_on"]["redis"]["condition"] == "service_healthy"
     # Exactly one beat: it must not be replicated.
     assert services["beat"].get("deploy", {}).get("replicas", 1) == 1
 
