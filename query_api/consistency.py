@@ -35,6 +35,7 @@ from web.problems import Problem
 HEADER = "X-Consistency-Token"
 CHANNEL = "read_model_applied"
 FALLBACK_TICK = 0.25  # a missed notification costs at most this much
+ALREADY_WAITING = "You are already waiting for a write; retry shortly."
 log = logging.getLogger(__name__)
 
 # Advisory locks of the two-key form, first key "consistency waits" (a space of its own).
@@ -59,12 +60,15 @@ class ProjectionSignal:
         self._thread = threading.Thread(target=self._listen, name="projection-listener", daemon=True)
         self._thread.start()
 
-    def try_enter(self, caller: uuid.UUID, limit: int) -> bool:
+    def try_enter(self, caller: uuid.UUID, limit: int) -> str | None:
+        """Take a waiting slot for ``caller``; or say why not (a bound is reached)."""
         with self._slots:
-            if self._waiting[caller] or sum(self._waiting.values()) >= limit:
-                return False
+            if self._waiting[caller]:
+                return ALREADY_WAITING
+            if sum(self._waiting.values()) >= limit:
+                return "Too many reads are waiting for their writes; retry shortly."
             self._waiting[caller] += 1
-            return True
+            return None
 
     def leave(self, caller: uuid.UUID) -> None:
         with self._slots:
@@ -139,12 +143,13 @@ def read_your_writes() -> None:
     if _caught_up(claim):
         return
     signal = _signal()
-    if not signal.try_enter(caller, int(current_app.config["CONSISTENCY_MAX_WAITS"])):
-        raise _not_yet("Too many reads are waiting for their writes; retry shortly.")
+    refused = signal.try_enter(caller, int(current_app.config["CONSISTENCY_MAX_WAITS"]))
+    if refused:
+        raise _not_yet(refused)
     try:
         with db.engine.connect() as lock_conn:
             if not lock_conn.execute(_TRY_WAIT_LOCK, {"user": _lock_key(caller)}).scalar():
-                raise _not_yet("You are already waiting for a write; retry shortly.")
+                raise _not_yet(ALREADY_WAITING)
             try:
                 if _wait(signal, claim):
                     return
