@@ -57,6 +57,7 @@ class Settings:
     relay_max_seconds: float
     relay_delivery_timeout_ms: int
     relay_interval_seconds: float
+    relay_lock_timeout_seconds: float  # a relay silent this long in its transaction loses the lock
     outbox_retention_seconds: int
     outbox_purge_interval_seconds: float
     # --- projector and projection workers ---
@@ -122,6 +123,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         relay_max_seconds=number("RELAY_MAX_SECONDS", 5.0),
         relay_delivery_timeout_ms=integer("RELAY_DELIVERY_TIMEOUT_MS", 10000),
         relay_interval_seconds=number("RELAY_INTERVAL_SECONDS", 1.0),
+        relay_lock_timeout_seconds=number("RELAY_LOCK_TIMEOUT_SECONDS", 15.0),
         outbox_retention_seconds=integer("OUTBOX_RETENTION_SECONDS", 7 * 24 * 3600),
         outbox_purge_interval_seconds=number("OUTBOX_PURGE_INTERVAL_SECONDS", 600.0),
         projector_batch_size=integer("PROJECTOR_BATCH_SIZE", 500),
