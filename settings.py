@@ -66,6 +66,8 @@ class Settings:
     projector_metrics_port: int
     metrics_address: str
     celery_metrics_port: int | None
+    # --- tests only: `python -m projector rebuild` stops at this phase until killed ---
+    rebuild_pause_at: str | None = None
 
 
 def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
@@ -131,6 +133,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         projector_metrics_port=integer("PROJECTOR_METRICS_PORT", 9108),
         metrics_address=text("METRICS_ADDR", "127.0.0.1"),
         celery_metrics_port=int(celery_metrics) if celery_metrics else None,
+        rebuild_pause_at=text("REBUILD_PAUSE_AT", "") or None,
     )
 
 
