@@ -72,6 +72,7 @@ class Settings:
     relay_max_seconds: float
     relay_delivery_timeout_ms: int
     relay_interval_seconds: float
+    relay_lock_timeout_seconds: float  # a relay silent this long in its transaction loses the lock
     outbox_retention_seconds: int
     outbox_purge_interval_seconds: float
     # --- projector and projection workers ---
@@ -80,6 +81,8 @@ class Settings:
     projector_metrics_port: int
     metrics_address: str
     celery_metrics_port: int | None
+    # --- tests only: `python -m projector rebuild` stops at this phase until killed ---
+    rebuild_pause_at: str | None = None
 
 
 def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
@@ -164,6 +167,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         relay_max_seconds=number("RELAY_MAX_SECONDS", 5.0),
         relay_delivery_timeout_ms=integer("RELAY_DELIVERY_TIMEOUT_MS", 10000),
         relay_interval_seconds=number("RELAY_INTERVAL_SECONDS", 1.0),
+        relay_lock_timeout_seconds=number("RELAY_LOCK_TIMEOUT_SECONDS", 15.0),
         outbox_retention_seconds=integer("OUTBOX_RETENTION_SECONDS", 7 * 24 * 3600),
         outbox_purge_interval_seconds=number("OUTBOX_PURGE_INTERVAL_SECONDS", 600.0),
         projector_batch_size=integer("PROJECTOR_BATCH_SIZE", 500),
@@ -171,6 +175,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         projector_metrics_port=integer("PROJECTOR_METRICS_PORT", 9108),
         metrics_address=text("METRICS_ADDR", "127.0.0.1"),
         celery_metrics_port=int(celery_metrics) if celery_metrics else None,
+        rebuild_pause_at=text("REBUILD_PAUSE_AT", "") or None,
     )
 
 

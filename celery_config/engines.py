@@ -15,5 +15,17 @@ def worker_engine(url: str) -> Engine:
 
 @cache
 def _engine(url: str, _pid: int) -> Engine:
-    # A dead database must fail a task in seconds (then it is retried), not hang it.
-    return create_engine(url, pool_pre_ping=True, pool_size=2, connect_args={"connect_timeout": 3})
+    # A dead database must fail a task in seconds (then it is retried), not hang it; TCP
+    # keepalives make a connection whose peer vanished fail rather than wait forever.
+    return create_engine(
+        url,
+        pool_pre_ping=True,
+        pool_size=2,
+        connect_args={
+            "connect_timeout": 3,
+            "keepalives": 1,
+            "keepalives_idle": 5,
+            "keepalives_interval": 2,
+            "keepalives_count": 3,
+        },
+    )

@@ -2,11 +2,24 @@
 
 Rows are selected as "not yet published", never as "after the last id sent": ids come
 from a sequence and a row with a smaller id may commit after a larger one.
+
+A relay that stops making progress (paused, frozen, cut off) loses the lock within
+``lock_timeout_s``: the lock is transaction-scoped, and the transaction carries
+``idle_in_transaction_session_timeout`` and ``statement_timeout`` (plus server-side TCP
+keepalives and ``tcp_user_timeout`` for a peer that vanished), so PostgreSQL itself ends the
+session and releases the lock; the next relay run takes over. This is chosen over a lease row
+because the database, not the stalled client, enforces it, and because the stalled relay's
+session is *gone*: when it wakes up, its ``UPDATE ... published_at`` fails and it marks
+nothing it no longer owns. What it had already handed to its Kafka producer may still be
+sent (a duplicate of what the new relay publishes, possibly after that user's newer events):
+the projection is idempotent per event id, so duplicates change nothing. The Kafka wait of a
+batch must stay below the bound, or a healthy relay waiting on a slow Kafka would be cut off.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -17,6 +30,18 @@ from sqlalchemy import Engine, text
 from observability.metrics import EVENTS_RELAYED, RELAY_FAILURES
 
 log = logging.getLogger(__name__)
+
+# The bounds of one relay transaction (SET LOCAL: they end with it). A relay silent for
+# :ms is disconnected by the server, which ends its transaction and its lock.
+_BOUND = text(
+    "SELECT set_config('idle_in_transaction_session_timeout', :ms, true),"
+    " set_config('statement_timeout', :ms, true),"
+    " set_config('tcp_user_timeout', :ms, true),"
+    " set_config('tcp_keepalives_idle', :keepalive, true),"
+    " set_config('tcp_keepalives_interval', '1', true),"
+    " set_config('tcp_keepalives_count', '3', true),"
+    " set_config('application_name', :app, true)"
+)
 
 # pg advisory lock key of the relay ("outbox" in ASCII); other relays skip while it is held.
 RELAY_LOCK_KEY = 0x6F7574626F78
@@ -56,13 +81,30 @@ def relay_outbox(
     batch_size: int = 1000,
     max_seconds: float = 5.0,
     delivery_timeout_s: float = 10.0,
+    lock_timeout_s: float = 30.0,
 ) -> RelayResult:
-    """Publish unpublished rows batch by batch until none are left or time runs out."""
+    """Publish unpublished rows batch by batch until none are left or time runs out.
+
+    A relay silent for ``lock_timeout_s`` inside its transaction loses its session and lock.
+    """
+    if delivery_timeout_s >= lock_timeout_s:
+        raise ValueError("the Kafka wait must be shorter than the relay's lock timeout")
+    bound_ms = str(int(lock_timeout_s * 1000))
     deadline = time.monotonic() + max_seconds
     published = 0
     request_ids: list[str] = []
     while True:
         with engine.begin() as conn:
+            # Local to this transaction; the application name tells operators (and the
+            # takeover test) which process holds the lock.
+            conn.execute(
+                _BOUND,
+                {
+                    "ms": bound_ms,
+                    "keepalive": str(max(1, int(lock_timeout_s // 3))),
+                    "app": f"outbox-relay:{os.getpid()}",
+                },
+            )
             # A transaction-scoped lock: released by commit, rollback or a dead connection.
             if not conn.execute(
                 text("SELECT pg_try_advisory_xact_lock(:key)"), {"key": RELAY_LOCK_KEY}

@@ -38,6 +38,19 @@ def _flush_producer(**_: object) -> None:
         producer.flush(5)
 
 
+def relay_kafka_wait_seconds(settings: Settings) -> float:
+    """How long a batch waits for Kafka's reports: past librdkafka's own message timeout (so
+    every message has its report), and below the lock timeout (so a relay waiting on a slow
+    Kafka is not mistaken for a stalled one)."""
+    wait = settings.relay_delivery_timeout_ms / 1000 + 2
+    if wait >= settings.relay_lock_timeout_seconds:
+        raise ValueError(
+            f"RELAY_LOCK_TIMEOUT_SECONDS ({settings.relay_lock_timeout_seconds}) must exceed"
+            f" RELAY_DELIVERY_TIMEOUT_MS / 1000 + 2 ({wait})"
+        )
+    return wait
+
+
 @shared_task(name=RELAY_TASK, bind=True, ignore_result=True)
 def relay_outbox_task(self: Task) -> dict[str, int | bool]:
     settings: Settings = self.app.settings
@@ -48,7 +61,8 @@ def relay_outbox_task(self: Task) -> dict[str, int | bool]:
             settings.kafka_topic,
             batch_size=settings.relay_batch_size,
             max_seconds=settings.relay_max_seconds,
-            delivery_timeout_s=settings.relay_delivery_timeout_ms / 1000 + 5,
+            delivery_timeout_s=relay_kafka_wait_seconds(settings),
+            lock_timeout_s=settings.relay_lock_timeout_seconds,
         )
     except DBAPIError as exc:
         # The outbox keeps the rows; beat runs the relay again within a second.

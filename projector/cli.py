@@ -1,9 +1,9 @@
 """``python -m projector``: the Kafka-to-Celery hand-off and the read model's operator commands.
 
-    python -m projector                        consume user-events until SIGTERM (the default)
-    python -m projector rebuild                replay the topic into fresh tables, swap them in
-    python -m projector dead-letters list [--all]
-    python -m projector dead-letters replay [ID ...] [--all]
+python -m projector                        consume user-events until SIGTERM (the default)
+python -m projector rebuild                replay the topic into fresh tables, swap them in
+python -m projector dead-letters list [--all]
+python -m projector dead-letters replay [ID ...] [--all]
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import json
 import logging
 import signal
 import threading
+import time
 
 import click
 from sqlalchemy import Engine, create_engine, func, select, update
@@ -81,12 +82,23 @@ def rebuild(settings: Settings, batch_size: int) -> None:
 
     bar = tqdm(unit="event", dynamic_ncols=True, desc="rebuild")
 
+    def phase(name: str) -> None:
+        if name == settings.rebuild_pause_at:
+            # A test hook (REBUILD_PAUSE_AT): hold here, at a known point, to be killed.
+            click.echo(f"rebuild: paused at {name}", err=True)
+            time.sleep(600)
+
     def total(count: int) -> None:
         bar.total = count
         bar.refresh()
 
     report = rebuild_read_model(
-        _query_engine(settings), settings, batch_size=batch_size, on_total=total, on_progress=bar.update
+        _query_engine(settings),
+        settings,
+        batch_size=batch_size,
+        on_total=total,
+        on_progress=bar.update,
+        on_phase=phase,
     )
     bar.close()
     click.echo(
