@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import shutil
 import subprocess
 from pathlib import Path
@@ -35,6 +36,7 @@ def env_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+@functools.cache
 def _compose_command() -> list[str]:
     if subprocess.run(["docker", "compose", "version"], capture_output=True).returncode == 0:
         return ["docker", "compose"]
@@ -52,7 +54,9 @@ def _run_config(env_file: Path) -> subprocess.CompletedProcess[str]:
     )
 
 
+@functools.cache
 def _compose_config(env_file: Path) -> str:
+    # Rendered once per .env: each `config` run costs most of a second.
     result = _run_config(env_file)
     assert result.returncode == 0, result.stderr
     return result.stdout
