@@ -167,7 +167,6 @@ def get_user(user_id: str) -> ResponseReturnValue:
 @data_endpoint
 def my_logins() -> ResponseReturnValue:
     read_your_writes()
-    return _logins(_find_user(caller_id()), "query.my_logins")
     return _logins(_find_user(caller_id()))
 
 
@@ -186,7 +185,6 @@ def user_logins(user_id: str) -> ResponseReturnValue:
     wanted = _uuid(user_id, "user id")
     require_self_or_admin(wanted)
     read_your_writes()
-    return _logins(_find_user(wanted), "query.user_logins", user_id=user_id)
     return _logins(_find_user(wanted))
 
 

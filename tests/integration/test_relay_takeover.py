@@ -88,10 +88,14 @@ class _Commands(threading.Thread):
             return len(self.burst.event_ids)
 
 
-def _freeze_the_lock_holder(system, attempts: int = 400) -> tuple[str, dict]:
-    """SIGSTOP the relay worker (whole process group) whose pool process holds the lock mid-batch."""
+def _freeze_the_lock_holder(system, within: float = 90.0) -> tuple[str, dict]:
+    """SIGSTOP the relay worker (whole process group) whose pool process holds the lock mid-batch.
+
+    The window (rows selected, Kafka not yet answered) lasts milliseconds; on a loaded machine
+    many tries miss it, so the bound is a time (commands keep coming meanwhile), not a count."""
     groups = {os.getpgid(system.processes.pid(name)): name for name in RELAYS}
-    for _ in range(attempts):
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
         holder = _lock_holder()
         if not _waiting_on_kafka(holder):
             time.sleep(0.002)  # a tight poll for a window of a few milliseconds
