@@ -40,7 +40,7 @@ keys: install
 	$(BIN)/python -m auth_api.keygen
 
 run: migrate keys
-	exec $(BIN)/honcho start --procfile Procfile
+	exec $(BIN)/python -m services.supervise
 
 test: migrate keys tools lint
 	$(BIN)/python -m pytest
