@@ -52,6 +52,10 @@ def test_compose_file_is_valid_and_complete():
     assert services["kafka"]["environment"]["KAFKA_PROCESS_ROLES"] == "broker,controller"
     conditions = services["projector"]["depends_on"]
     assert conditions["kafka"]["condition"] == "service_healthy"
+    # Every long-running container comes back after a crash (the one-shot setup does not).
+    for name, service in services.items():
+        expected = "no" if name == "setup" else "unless-stopped"
+        assert service.get("restart") == expected, f"{name}: restart {service.get('restart')!r}"
     # Exactly one beat: it must not be replicated.
     assert services["beat"].get("deploy", {}).get("replicas", 1) == 1
 
