@@ -44,7 +44,7 @@ keys: install
 
 run: migrate keys
 	@bash services/secrets.sh flower
-	exec $(BIN)/honcho start --procfile Procfile
+	exec $(BIN)/python -m services.supervise
 
 test: migrate keys tools lint
 	$(BIN)/python -m pytest

@@ -1,8 +1,9 @@
 """The Procfile's process definitions as argument lists: the one place command lines live.
 
-``make run`` (honcho), the tests and the benchmarks all start processes from these lines, so
-a process kind is defined once. A line is ``name: [VAR=value ...] exec program args``, where
-``${VAR:-default}`` takes VAR from the given environment.
+``make run`` (supervisord, configured by ``services.supervise``), the tests and the benchmarks
+all start processes from these lines, so a process kind is defined once. A line is
+``name: [VAR=value ...] exec program args``, where ``${VAR:-default}`` takes VAR from the
+given environment.
 """
 
 from __future__ import annotations

@@ -8,10 +8,12 @@ counts for its own users and events once the pipeline is idle again.
 from __future__ import annotations
 
 import time
+import uuid
 from collections import Counter, defaultdict
 
 import pytest
 
+from tests.support.environment import TEST_ENV
 from tests.support.faults import (
     ensure_healthy,
     log_size,
@@ -31,7 +33,9 @@ from tests.support.pipeline import (
     register_many,
     user_histories,
 )
-from tests.support.read_model import auth_engine, scalar
+from tests.support.processes import wait_for_port
+from tests.support.read_model import auth_engine, rows, scalar
+from tests.support.traffic import CommandTraffic
 from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.slow
@@ -215,3 +219,52 @@ def test_h_a_second_relay_worker_publishes_nothing_twice(system, settings):
     finally:
         system.processes.stop("relay_worker_2")
         ensure_healthy(system)
+
+
+def _committed_burst(tag: str) -> Burst:
+    """Every command the write side committed for the tag's users, as a burst to check."""
+    burst = Burst()
+    events = rows(
+        "SELECT o.user_id, o.event_id, o.event_type FROM outbox o JOIN users u ON u.id = o.user_id"
+        " WHERE u.email LIKE :pattern ORDER BY o.id",
+        engine=auth_engine(),
+        pattern=f"{tag}-%",
+    )
+    for event in events:
+        if event["event_type"] == "UserRegistered":
+            burst.add_user(event["user_id"], event["event_id"])
+    for event in events:
+        assert event["event_type"] in ("UserRegistered", "UserLoggedIn"), event
+        if event["event_type"] == "UserLoggedIn":
+            burst.add_login(event["user_id"], event["event_id"])
+    return burst
+
+
+@pytest.mark.parametrize("process", ["relay_worker", "beat", "auth_api"])
+def test_e_sigkill_of_a_write_side_process_while_commands_flow_loses_nothing(system, process):
+    ensure_healthy(system)
+    tag = f"kill-{process.replace('_', '-')}-{uuid.uuid4().hex[:6]}"
+    mark = log_size(system, "relay_worker")
+    with CommandTraffic(system.auth_url, tag) as traffic:
+        traffic.wait_for_more(5)
+        if process == "relay_worker":  # kill a relay that is publishing this traffic
+            wait_for_log(system, "relay_worker", "relay: published", after=mark, timeout=30)
+        system.processes.kill_and_wait(process)
+        if process == "auth_api":
+            failures = len(traffic.failures)
+            wait_until(lambda: len(traffic.failures) > failures, timeout=30, what="a command refused")
+        else:
+            traffic.wait_for_more(5)  # the write side answers without it
+        if process == "relay_worker":
+            assert _unpublished(_committed_burst(tag)), (
+                "no command waited for the dead relay: the kill tested nothing"
+            )
+        system.processes.start(process)
+        if process == "auth_api":
+            wait_for_port(int(TEST_ENV["AUTH_API_PORT"]))
+        traffic.wait_for_more(5)
+    burst = _committed_burst(tag)
+    answered = {uuid.UUID(e) for e in traffic.answered_event_ids}
+    assert answered <= set(burst.event_ids), "an answered command is not in the outbox"
+    assert_projected_exactly_once(burst, timeout=120)
+    ensure_healthy(system)

@@ -93,6 +93,10 @@ def test_compose_file_is_valid_and_complete(env_file):
     for api in ("auth-api", "query-api"):
         assert services[api]["environment"]["RATE_LIMIT_STORAGE_URL"] == "redis://redis:6379/0"
         assert services[api]["depends_on"]["redis"]["condition"] == "service_healthy"
+    # Every long-running container comes back after a crash (the one-shot setup does not).
+    for name, service in services.items():
+        expected = "no" if name in ONE_SHOT else "unless-stopped"
+        assert service.get("restart") == expected, f"{name}: restart {service.get('restart')!r}"
     # Exactly one beat: it must not be replicated.
     assert services["beat"].get("deploy", {}).get("replicas", 1) == 1
 
