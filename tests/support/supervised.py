@@ -13,13 +13,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import psycopg2
 from sqlalchemy import Engine, create_engine
-from sqlalchemy.engine import make_url
 
 from services.supervise import write_config
-from settings import ROOT
-from tests.support.environment import DATA_DIR, PG, PG_PORT, RUN_ID, SUFFIX, TEST_ENV
+from settings import ROOT, load_settings
+from tests.support.environment import DATA_DIR, NAMES, RUN_ID, SUFFIX, TEST_ENV, child_env
 from tests.support.kafka_tools import create_topic, delete_topic
 from tests.support.waiting import wait_until
 
@@ -38,18 +36,23 @@ PORTS = (
 def supervised_env() -> dict[str, str]:
     vhost = f"cqrs_test{SUFFIX}_sup"
     broker = TEST_ENV["CELERY_BROKER_URL"].rsplit("/", 1)[0]
+    # The session's roles, on databases of their own (made by services/postgres.sh setup).
+    names = {**NAMES, "AUTH_DB_NAME": f"auth_test{SUFFIX}_sup", "QUERY_DB_NAME": f"query_test{SUFFIX}_sup"}
+    urls = load_settings({k: v for k, v in {**TEST_ENV, **names}.items() if not k.endswith("DATABASE_URL")})
     return {
         **TEST_ENV,
+        **names,
         **{name: str(int(TEST_ENV[name]) + PORT_SHIFT) for name in PORTS},
-        "AUTH_DATABASE_URL": PG.format(port=PG_PORT, db=f"auth_test{SUFFIX}_sup"),
-        "QUERY_DATABASE_URL": PG.format(port=PG_PORT, db=f"query_test{SUFFIX}_sup"),
+        "AUTH_DATABASE_URL": urls.auth_database_url,
+        "RELAY_DATABASE_URL": urls.relay_database_url,
+        "PROJECTION_DATABASE_URL": urls.projection_database_url,
+        "QUERY_DATABASE_URL": urls.query_database_url,
         "KAFKA_TOPIC": f"user-events-sup-{RUN_ID}",
         "PROJECTOR_GROUP_ID": f"query-projector-sup-{RUN_ID}",
         "CELERY_BROKER_URL": f"{broker}/{vhost}",
         "RELAY_NODE": f"relay-sup{SUFFIX}",
         "PROJECTION_NODE": f"projections-sup{SUFFIX}",
         "BEAT_SCHEDULE": str(DATA_DIR / f"sup-celerybeat-schedule{SUFFIX}"),
-        "FLOWER_BASIC_AUTH": "ops:ops-secret",
     }
 
 
@@ -101,26 +104,26 @@ class SupervisedRun:
         return create_engine(self.env[f"{which.upper()}_DATABASE_URL"], pool_pre_ping=True)
 
 
-def _admin_sql(url: str, *statements: str) -> None:
-    parsed = make_url(url)
-    conn = psycopg2.connect(
-        host=parsed.host, port=parsed.port, user=parsed.username, password=parsed.password, dbname="postgres"
-    )
-    conn.autocommit = True
-    try:
-        with conn.cursor() as cur:
-            for statement in statements:
-                cur.execute(statement.format(name=parsed.database))
-    finally:
-        conn.close()
+def _superuser_sql(database: str, *statements: str) -> None:
+    for statement in statements:
+        subprocess.run(
+            ["bash", str(ROOT / "services" / "postgres.sh"), "psql", "-d", "postgres", "-c",
+             statement.format(name=database)],
+            env=child_env(),
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )  # fmt: skip
 
 
 def _prepare(env: dict[str, str]) -> None:
     """Fresh databases (migrated as ``make migrate`` does), the topic, an empty vhost."""
     child = {**os.environ, **env, "PYTHONPATH": str(ROOT)}
-    for url in (env["AUTH_DATABASE_URL"], env["QUERY_DATABASE_URL"]):
-        _admin_sql(url, 'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)', 'CREATE DATABASE "{name}"')
-    for app in ("auth_api", "query_api"):
+    for database in (env["AUTH_DB_NAME"], env["QUERY_DB_NAME"]):
+        _superuser_sql(database, 'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    setup = ["bash", str(ROOT / "services" / "postgres.sh"), "setup"]
+    subprocess.run(setup, env=child, check=True, capture_output=True, timeout=120)
+    for app in ("auth_api", "query_api:create_migration_app()"):
         subprocess.run(
             [str(VENV_BIN / "flask"), "--app", app, "db", "upgrade"],
             cwd=ROOT,
@@ -129,9 +132,12 @@ def _prepare(env: dict[str, str]) -> None:
             capture_output=True,
             timeout=120,
         )
+    subprocess.run(setup, env=child, check=True, capture_output=True, timeout=120)  # grants on new tables
     create_topic(env["KAFKA_BOOTSTRAP_SERVERS"], env["KAFKA_TOPIC"], 6)
     vhost = env["CELERY_BROKER_URL"].rsplit("/", 1)[1]
-    subprocess.run(["bash", str(ROOT / "services" / "rabbitmq.sh"), "vhost", vhost], check=True, timeout=120)
+    subprocess.run(
+        ["bash", str(ROOT / "services" / "rabbitmq.sh"), "vhost", vhost], env=child, check=True, timeout=120
+    )
     subprocess.run(
         ["bash", str(ROOT / "services" / "rabbitmq.sh"), "ctl", "purge_queue", "-p", vhost, "projections"],
         capture_output=True,
@@ -175,8 +181,8 @@ def supervised_run(base: Path) -> Iterator[SupervisedRun]:
             except OSError:
                 pass
         delete_topic(env["KAFKA_BOOTSTRAP_SERVERS"], env["KAFKA_TOPIC"])
-        for url in (env["AUTH_DATABASE_URL"], env["QUERY_DATABASE_URL"]):
-            _admin_sql(url, 'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        for database in (env["AUTH_DB_NAME"], env["QUERY_DB_NAME"]):
+            _superuser_sql(database, 'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def wait_all_running(run: SupervisedRun, timeout: float = 120.0) -> dict[str, int]:
