@@ -71,6 +71,7 @@ class Settings:
     relay_batch_size: int
     relay_max_seconds: float
     relay_delivery_timeout_ms: int
+    relay_linger_ms: int  # how long the producer gathers a batch before sending it
     relay_interval_seconds: float
     relay_lock_timeout_seconds: float  # a relay silent this long in its transaction loses the lock
     outbox_retention_seconds: int
@@ -166,6 +167,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         relay_batch_size=integer("RELAY_BATCH_SIZE", 1000),
         relay_max_seconds=number("RELAY_MAX_SECONDS", 5.0),
         relay_delivery_timeout_ms=integer("RELAY_DELIVERY_TIMEOUT_MS", 10000),
+        relay_linger_ms=integer("RELAY_LINGER_MS", 5),
         relay_interval_seconds=number("RELAY_INTERVAL_SECONDS", 1.0),
         relay_lock_timeout_seconds=number("RELAY_LOCK_TIMEOUT_SECONDS", 15.0),
         outbox_retention_seconds=integer("OUTBOX_RETENTION_SECONDS", 7 * 24 * 3600),

@@ -27,7 +27,11 @@ def _producer(settings: Settings) -> Producer:
     # Created in the process that uses it: librdkafka clients do not survive fork().
     pid = os.getpid()
     if pid not in _producers:
-        _producers[pid] = kafka_producer(settings.kafka_bootstrap, settings.relay_delivery_timeout_ms)
+        _producers[pid] = kafka_producer(
+            settings.kafka_bootstrap,
+            settings.relay_delivery_timeout_ms,
+            **{"linger.ms": settings.relay_linger_ms},
+        )
     return _producers[pid]
 
 

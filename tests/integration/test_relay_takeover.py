@@ -10,6 +10,7 @@ one partition, in version order (late duplicates from the frozen relay are allow
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
 import threading
@@ -19,8 +20,10 @@ from collections import defaultdict
 
 import pytest
 import requests
+from sqlalchemy import Engine, create_engine
 
 from outbox_relay.relay import RELAY_LOCK_KEY
+from tests.support.environment import TEST_SETTINGS
 from tests.support.faults import ensure_healthy, log_size, wait_for_log
 from tests.support.kafka_tools import read_all
 from tests.support.pipeline import Burst, assert_projected_exactly_once, record_document
@@ -34,6 +37,13 @@ LOCK_TIMEOUT = 8  # seconds; the test environment's Kafka wait is 5 + 2 s
 RELAYS = ("relay_a", "relay_b")
 
 
+@functools.cache
+def _relay_engine() -> Engine:
+    # As the relay's own role: PostgreSQL shows a session's state and query only to its role
+    # (or a superuser), and each process kind has a role of its own.
+    return create_engine(TEST_SETTINGS.relay_database_url, pool_pre_ping=True)
+
+
 def _lock_holder() -> dict | None:
     """The session holding the relay's advisory lock: backend pid, application name, state, query."""
     found = rows(
@@ -42,7 +52,7 @@ def _lock_holder() -> dict | None:
         " WHERE l.locktype = 'advisory' AND l.granted AND l.database = a.datid"
         " AND l.classid::bigint = :high AND l.objid::bigint = :low AND l.objsubid = 1"
         " AND a.datname = current_database()",
-        engine=auth_engine(),
+        engine=_relay_engine(),
         high=RELAY_LOCK_KEY >> 32,
         low=RELAY_LOCK_KEY & 0xFFFFFFFF,
     )
@@ -119,7 +129,12 @@ def test_a_frozen_relay_loses_the_lock_and_another_takes_over(system, settings):
         system.processes.stop("relay_worker")
         for name in RELAYS:
             system.processes.start(
-                "relay_worker", {"RELAY_LOCK_TIMEOUT_SECONDS": str(LOCK_TIMEOUT)}, as_name=name
+                "relay_worker",
+                # A producer that lingers 300 ms holds each batch's lock that long while it
+                # waits for Kafka: a window wide enough to freeze the holder in, however fast
+                # the machine (with the default 5 ms the hunt can miss for a minute).
+                {"RELAY_LOCK_TIMEOUT_SECONDS": str(LOCK_TIMEOUT), "RELAY_LINGER_MS": "300"},
+                as_name=name,
             )
         for name in RELAYS:
             wait_for_log(system, name, "ready.", timeout=60)
