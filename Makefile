@@ -34,7 +34,8 @@ tools:
 
 # Migrations run as each database's owner role; the set-up runs again afterwards so that new
 # tables get their grants (the relay's on the outbox, the read API's SELECT).
-migrate: services
+# The write app derives secrets from its signing key, so the keys come before it is built.
+migrate: services keys
 	$(BIN)/flask --app auth_api db upgrade
 	$(BIN)/flask --app 'query_api:create_migration_app()' db upgrade
 	bash services/postgres.sh setup
