@@ -51,6 +51,9 @@ class Settings:
     lockout_max_failures: int
     lockout_window: timedelta
     lockout_duration: timedelta
+    # --- email change codes ---
+    email_code_ttl: timedelta
+    email_code_max_attempts: int
     # Key of the HMAC that names an email in the failure counters (no email in clear there);
     # None: derived from the signing key, which only the write side holds.
     login_failure_key: str | None
@@ -149,6 +152,8 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         lockout_max_failures=integer("LOCKOUT_MAX_FAILURES", 5),
         lockout_window=timedelta(seconds=integer("LOCKOUT_WINDOW_SECONDS", 15 * 60)),
         lockout_duration=timedelta(seconds=integer("LOCKOUT_DURATION_SECONDS", 15 * 60)),
+        email_code_ttl=timedelta(seconds=integer("EMAIL_CODE_TTL_SECONDS", 15 * 60)),
+        email_code_max_attempts=integer("EMAIL_CODE_MAX_ATTEMPTS", 5),
         login_failure_key=env.get("LOGIN_FAILURE_KEY") or None,
         rate_limit_storage_url=text(
             "RATE_LIMIT_STORAGE_URL", f"redis://127.0.0.1:{text('REDIS_PORT', '6379')}/0"

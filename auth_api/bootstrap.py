@@ -6,6 +6,7 @@ import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from auth_api.commands import CodePolicy
 from auth_api.extensions import db
 from auth_api.lockout import LockoutPolicy
 from auth_api.passwords import PasswordHasher
@@ -18,8 +19,11 @@ from web.jwt_setup import read_key
 class WriteSide:
     hasher: PasswordHasher
     lockout: LockoutPolicy
-    failure_secret: bytes  # keys the per-email failure counters (auth_api.lockout.failure_key)
+    # The write side's secret: keys the per-email failure counters (auth_api.lockout) and the
+    # digests of devices and email codes (auth_api.keyed).
+    failure_secret: bytes
     after_commit: Callable[[], None]
+    codes: CodePolicy = CodePolicy()  # email-change codes: lifetime and tries
 
     def unit_of_work(self) -> SqlUnitOfWork:
         return SqlUnitOfWork(db.session, self.after_commit)
@@ -33,7 +37,10 @@ def build_write_side(settings: Settings) -> WriteSide:
 
         after_commit = RelayKicker(make_celery(settings))
     hasher = PasswordHasher.from_settings(settings)
-    return WriteSide(hasher, LockoutPolicy.from_settings(settings), failure_secret(settings), after_commit)
+    codes = CodePolicy(settings.email_code_ttl, settings.email_code_max_attempts)
+    return WriteSide(
+        hasher, LockoutPolicy.from_settings(settings), failure_secret(settings), after_commit, codes
+    )
 
 
 def failure_secret(settings: Settings) -> bytes:

@@ -1,4 +1,5 @@
-"""Operator commands: ``flask --app auth_api grant-role EMAIL ROLE`` and ``revoke-role``."""
+"""Operator commands: ``flask --app auth_api grant-role EMAIL ROLE``, ``revoke-role``,
+``deactivate-user EMAIL [--reason TEXT]`` and ``reactivate-user EMAIL``."""
 
 from __future__ import annotations
 
@@ -22,6 +23,39 @@ def register_cli(app: Flask) -> None:
     def revoke_role(email: str, role: str) -> None:
         """Revoke ROLE from the user with EMAIL (emits UserRoleRevoked)."""
         _change_role(email, role, grant=False)
+
+    @app.cli.command("deactivate-user")
+    @click.argument("email")
+    @click.option("--reason", default=None, help="Why (kept in the UserDeactivated event).")
+    def deactivate_user(email: str, reason: str | None) -> None:
+        """Deactivate the user with EMAIL: every session ends, login and refresh stop."""
+        if reason is not None and (len(reason) > 200 or "\0" in reason):
+            raise click.BadParameter("at most 200 characters, no NUL", param_hint="--reason")
+        outcome = _on_user(commands.deactivate, email, reason=reason)
+        _report(outcome, "deactivated", f"{outcome.ended_sessions} session(s) ended")
+
+    @app.cli.command("reactivate-user")
+    @click.argument("email")
+    def reactivate_user(email: str) -> None:
+        """Reactivate the user with EMAIL."""
+        _report(_on_user(commands.reactivate, email), "reactivated")
+
+
+def _on_user(command, email: str, **kwargs: object) -> commands.Outcome:  # noqa: ANN001 - a command
+    uow = current_app.extensions["write_side"].unit_of_work()
+    try:
+        return command(uow, email, **kwargs)
+    except commands.UnknownUser as exc:
+        raise click.ClickException(f"no user with email {email!r}") from exc
+
+
+def _report(outcome: commands.Outcome, done: str, more: str = "") -> None:
+    # The operator typed the email: echoing the account's id instead keeps it out of shell logs.
+    if outcome.event_id is None:
+        click.echo(f"user {outcome.account.id} unchanged: already {done}")
+    else:
+        tail = f"; {more}" if more else ""
+        click.echo(f"user {outcome.account.id} {done} (event {outcome.event_id}){tail}")
 
 
 def _change_role(email: str, role: str, *, grant: bool) -> None:

@@ -8,6 +8,7 @@ transaction as the row (``auth_api.unit_of_work``).
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -29,6 +30,10 @@ class Device:
     user_agent: str | None = None
 
 
+ACTIVE = "active"
+DEACTIVATED = "deactivated"
+
+
 class User(db.Model):
     __tablename__ = "users"
 
@@ -42,6 +47,9 @@ class User(db.Model):
     failed_attempts: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
     first_failed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     locked_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # "active" or "deactivated": a deactivated account can neither log in nor refresh.
+    status: Mapped[str] = mapped_column(Text, nullable=False, server_default=ACTIVE)
+    password_changed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     created_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), nullable=False, server_default=func.now()
     )
@@ -63,6 +71,7 @@ class User(db.Model):
             roles=["user"],
             version=0,
             failed_attempts=0,
+            status=ACTIVE,
         )
         user._record("UserRegistered", {"email": email, "roles": list(user.roles)}, now)
         return user
@@ -73,8 +82,18 @@ class User(db.Model):
     def failure_count(self) -> FailureCount:
         return FailureCount(self.failed_attempts or 0, self.first_failed_at, self.locked_until)
 
+    @property
+    def active(self) -> bool:
+        return self.status != DEACTIVATED
+
     def log_in(
-        self, device: Device, now: datetime, session: UserSession, new_password_hash: str | None = None
+        self,
+        device: Device,
+        now: datetime,
+        session: UserSession,
+        *,
+        new_device: bool,
+        new_password_hash: str | None = None,
     ) -> Event:
         """A successful login: the failure count resets and ``session`` starts."""
         self._set_failures(FailureCount())
@@ -86,7 +105,14 @@ class User(db.Model):
             "user_agent": device.user_agent,
             "session_id": session.id,
         }
-        return self._record("UserLoggedIn", data, now)
+        self._record("UserLoggedIn", data, now)
+        started = {**data, "new_device": new_device}
+        return self._record("SessionStarted", started, now)
+
+    def refresh_session(self, session: UserSession, now: datetime) -> tuple[uuid.UUID, Event]:
+        """Rotate ``session``'s refresh token: the new token id and the SessionRefreshed event."""
+        jti = session.rotate(now)
+        return jti, self._record("SessionRefreshed", {"session_id": session.id}, now)
 
     def end_session(self, session: UserSession, reason: str, now: datetime) -> Event | None:
         """End ``session`` (its refresh tokens stop working); None if it had ended already."""
@@ -94,6 +120,47 @@ class User(db.Model):
             return None
         session.ended_at, session.end_reason = now, reason
         return self._record("SessionEnded", {"session_id": session.id, "reason": reason}, now)
+
+    def end_sessions(self, sessions: Iterable[UserSession], reason: str, now: datetime) -> list[Event]:
+        return [e for s in sessions if (e := self.end_session(s, reason, now)) is not None]
+
+    # --- password and email ---
+
+    def change_password(
+        self, password_hash: str, now: datetime, others: Iterable[UserSession]
+    ) -> Event:
+        """Set a new password; every other session ends (a thief's included)."""
+        self.password_hash = password_hash
+        self.password_changed_at = now
+        self._set_failures(FailureCount())
+        event = self._record("PasswordChanged", {"email": self.email}, now)
+        self.end_sessions(others, "password-change", now)
+        return event
+
+    def request_email_change(self, new_email: str, code: str, expires_at: datetime, now: datetime) -> Event:
+        data = {"new_email": new_email, "code": code, "expires_at": expires_at}
+        return self._record("EmailChangeRequested", data, now)
+
+    def change_email(self, new_email: str, now: datetime) -> Event:
+        previous, self.email = self.email, new_email
+        return self._record("EmailChanged", {"email": new_email, "previous_email": previous}, now)
+
+    # --- deactivation ---
+
+    def deactivate(self, reason: str | None, now: datetime, sessions: Iterable[UserSession]) -> Event | None:
+        """Deactivate and end every session; None (no event) if already deactivated."""
+        if not self.active:
+            return None
+        self.status = DEACTIVATED
+        event = self._record("UserDeactivated", {"reason": reason}, now)
+        self.end_sessions(sessions, "deactivation", now)
+        return event
+
+    def reactivate(self, now: datetime) -> Event | None:
+        if self.active:
+            return None
+        self.status = ACTIVE
+        return self._record("UserReactivated", {}, now)
 
     def fail_login(
         self, device: Device, reason: str, now: datetime, count: FailureCount | None = None
@@ -145,20 +212,51 @@ class UserSession(db.Model):
     last_used_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
     ended_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     end_reason: Mapped[str | None] = mapped_column(Text)
+    # HMAC of the user agent (``auth_api.secrets``): tells a new device without keeping the agent.
+    device_key: Mapped[bytes | None] = mapped_column(LargeBinary)
 
-    __table_args__ = (Index("ix_sessions_user", "user_id"),)
+    __table_args__ = (
+        Index("ix_sessions_user", "user_id"),
+        Index("ix_sessions_user_device", "user_id", "device_key"),
+    )
 
     @classmethod
-    def start(cls, user_id: uuid.UUID, now: datetime) -> UserSession:
+    def start(cls, user_id: uuid.UUID, now: datetime, device_key: bytes | None = None) -> UserSession:
         return cls(
-            id=uuid.uuid4(), user_id=user_id, refresh_jti=uuid.uuid4(), created_at=now, last_used_at=now
+            id=uuid.uuid4(),
+            user_id=user_id,
+            refresh_jti=uuid.uuid4(),
+            created_at=now,
+            last_used_at=now,
+            device_key=device_key,
         )
+
+    @property
+    def active(self) -> bool:
+        return self.ended_at is None
 
     def rotate(self, now: datetime) -> uuid.UUID:
         """A new current refresh token id; the one just used is spent."""
         self.refresh_jti = uuid.uuid4()
         self.last_used_at = now
         return self.refresh_jti
+
+
+class EmailChange(db.Model):
+    """A requested email change waiting for its code; one per user, a new request replaces it.
+
+    Only an HMAC of the code is kept: a copy of this table confirms nothing.
+    """
+
+    __tablename__ = "email_changes"
+
+    user_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), ForeignKey("users.id"), primary_key=True)
+    new_email: Mapped[str] = mapped_column(Text, nullable=False)
+    code_hash: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    attempts: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
+
+
 class LoginFailures(db.Model):
     """Failed logins per normalised email, account or not (``auth_api.lockout``).
 

@@ -10,10 +10,23 @@ from flask_jwt_extended import create_access_token, create_refresh_token, get_jw
 
 from auth_api import commands
 from auth_api.bootstrap import WriteSide
-from auth_api.commands import Account, AccountLocked, EmailTaken, InvalidCredentials
+from auth_api.commands import Account, AccountLocked, Caller, EmailTaken, InvalidCredentials
 from auth_api.models import Device
 from auth_api.rate_limits import per_address, per_email
-from auth_api.schemas import LoginRequest, LoginResponse, RefreshResponse, RegisterRequest, RegisterResponse
+from auth_api.schemas import (
+    ChangePasswordRequest,
+    CommandResponse,
+    ConfirmEmailRequest,
+    DeactivateRequest,
+    EmailChangedResponse,
+    EmailChangeRequest,
+    EmailChangeResponse,
+    LoginRequest,
+    LoginResponse,
+    RefreshResponse,
+    RegisterRequest,
+    RegisterResponse,
+)
 from web.consistency_token import ConsistencyClaim, sign_consistency_token
 from web.json_body import read_json
 from web.jwt_setup import WRITE_API
@@ -24,7 +37,8 @@ bp = Blueprint("auth", __name__)
 api = ApiDocument(
     "auth_api",
     "1.0.0",
-    "Write side of the CQRS user service: commands that register users and log them in. "
+    "Write side of the CQRS user service: commands that register users, log them in and out, "
+    "change their password and email, and let admins deactivate accounts. "
     "Every answer carries the event id and a consistency token; pass the token as "
     "X-Consistency-Token to the query API to read your own write.",
 )
@@ -113,7 +127,7 @@ def register() -> ResponseReturnValue:
     "/login",
     "Log in (emits UserLoggedIn or UserLoginFailed)",
     request=LoginRequest,
-    responses={200: LoginResponse, 401: None, 429: None, 503: None, **BODY_ERRORS},
+    responses={200: LoginResponse, 401: None, 403: None, 429: None, 503: None, **BODY_ERRORS},
     headers={200: RATE_LIMIT_FIELDS, **LIMITED},
 )
 @per_address
@@ -140,13 +154,9 @@ def login() -> ResponseReturnValue:
             headers=CHALLENGE,
         ) from exc
     except AccountLocked as exc:
-        raise Problem(
-            429,
-            "Too Many Requests",
-            "Too many failed logins; the account is locked for a while.",
-            headers={"Retry-After": str(exc.retry_after)},
-            retry_after=exc.retry_after,
-        ) from exc
+        raise _locked(exc) from exc
+    except commands.AccountDeactivated as exc:
+        raise Problem(403, "Forbidden", "This account is deactivated; contact an administrator.") from exc
     access, refresh = _tokens(outcome)
     answer = LoginResponse(
         token=access,
@@ -188,6 +198,16 @@ def refresh() -> ResponseReturnValue:
     return jsonify(answer.model_dump())
 
 
+def _locked(exc: AccountLocked) -> Problem:
+    return Problem(
+        429,
+        "Too Many Requests",
+        "Too many failed password attempts; the account is locked for a while.",
+        headers={"Retry-After": str(exc.retry_after)},
+        retry_after=exc.retry_after,
+    )
+
+
 def _consistency(outcome: commands.Outcome) -> str:
     """A signed, caller-bound token for a read-your-writes wait on the query API."""
     assert outcome.event_id is not None and outcome.sequence is not None
@@ -206,3 +226,209 @@ def _tokens(outcome: commands.Outcome) -> tuple[str, str]:
     access = create_access_token(identity=identity, additional_claims=access_claims)
     refresh_claims = {"sid": session, "jti": str(outcome.session.refresh_jti), "aud": WRITE_API}
     return access, create_refresh_token(identity=identity, additional_claims=refresh_claims)
+
+
+# --- the account's own commands (access token) ---
+
+ACCOUNT_ERRORS = {401: None, 429: None, 503: None}
+
+
+def _caller() -> Caller:
+    claims = get_jwt()
+    try:
+        return Caller(uuid.UUID(str(claims["sub"])), uuid.UUID(str(claims["sid"])))
+    except (KeyError, ValueError) as exc:
+        raise Problem(401, "Unauthorized", "The token names no session.", headers=CHALLENGE) from exc
+
+
+def _answer(
+    outcome: commands.Outcome, model: type[CommandResponse] = CommandResponse, **extra: object
+) -> dict[str, object]:
+    """The command's answer; a token to wait on only when it emitted something."""
+    token = _consistency(outcome) if outcome.event_id is not None else None
+    return model(
+        event_id=str(outcome.event_id) if outcome.event_id else None,
+        consistency_token=token,
+        ended_sessions=outcome.ended_sessions,
+        **extra,
+    ).model_dump()
+
+
+def _run(command, *args: object, **kwargs: object) -> commands.Outcome:  # noqa: ANN001 - any command
+    """Run an account command, its refusals turned into problem answers."""
+    try:
+        return command(*args, headers=_headers(), **kwargs)
+    except commands.SessionRefused as exc:
+        raise Problem(401, "Unauthorized", f"The session is not valid: {exc}.", headers=CHALLENGE) from exc
+    except AccountLocked as exc:
+        raise _locked(exc) from exc
+    except commands.WrongPassword as exc:
+        raise Problem(403, "Forbidden", "The current password is wrong.") from exc
+    except commands.Forbidden as exc:
+        raise Problem(403, "Forbidden", f"Not allowed: {exc}.") from exc
+    except commands.UnknownUser as exc:
+        raise Problem(404, "Not Found", "No such user.") from exc
+    except EmailTaken as exc:
+        raise Problem(409, "Conflict", "This email is already registered.") from exc
+    except commands.SameEmail as exc:
+        raise Problem(422, "Unprocessable Content", "This is the account's address already.") from exc
+    except commands.NoPendingChange as exc:
+        detail = "No email change is waiting for a code (it expired, was used, or was never asked for)."
+        raise Problem(409, "Conflict", detail) from exc
+    except commands.WrongCode as exc:
+        detail = f"The code is wrong; {exc.attempts_left} attempt(s) left."
+        if exc.attempts_left == 0:
+            detail = "The code is wrong and no attempt is left; ask for a new code."
+        raise Problem(422, "Unprocessable Content", detail, attempts_left=exc.attempts_left) from exc
+
+
+def _check() -> commands.PasswordCheck:
+    side = _write_side()
+    return commands.PasswordCheck(side.hasher, side.lockout, side.failure_secret)
+
+
+@api.route(
+    bp,
+    "post",
+    "/logout",
+    "End this session (emits SessionEnded): its refresh token stops working",
+    responses={200: CommandResponse, **ACCOUNT_ERRORS},
+    secured=True,
+    headers=LIMITED,
+)
+@per_address
+@jwt_required()
+def logout() -> ResponseReturnValue:
+    outcome = _run(commands.log_out, _write_side().unit_of_work(), _caller())
+    return jsonify(_answer(outcome))
+
+
+@api.route(
+    bp,
+    "post",
+    "/logout-all",
+    "End every session of the account (one SessionEnded each), this one included",
+    responses={200: CommandResponse, **ACCOUNT_ERRORS},
+    secured=True,
+    headers=LIMITED,
+)
+@per_address
+@jwt_required()
+def logout_all() -> ResponseReturnValue:
+    outcome = _run(commands.log_out_everywhere, _write_side().unit_of_work(), _caller())
+    return jsonify(_answer(outcome))
+
+
+@api.route(
+    bp,
+    "post",
+    "/users/me/password",
+    "Change the password (emits PasswordChanged); every other session ends",
+    request=ChangePasswordRequest,
+    responses={200: CommandResponse, 403: None, **ACCOUNT_ERRORS, **BODY_ERRORS},
+    secured=True,
+    headers=LIMITED,
+)
+@per_address
+@jwt_required()
+def change_password() -> ResponseReturnValue:
+    body = read_json(ChangePasswordRequest)
+    uow = _write_side().unit_of_work()
+    passwords = (body.current_password, body.new_password)
+    outcome = _run(commands.change_password, uow, _check(), _caller(), *passwords)
+    return jsonify(_answer(outcome))
+
+
+@api.route(
+    bp,
+    "post",
+    "/users/me/email",
+    "Ask to change the email (emits EmailChangeRequested): a code is mailed to the new address",
+    request=EmailChangeRequest,
+    responses={202: EmailChangeResponse, 403: None, 409: None, **ACCOUNT_ERRORS, **BODY_ERRORS},
+    secured=True,
+    headers=LIMITED,
+    links={
+        202: {
+            "Confirm": {
+                "operationId": "post_users_me_email_confirm",
+                "description": "Confirm with the code mailed to the new address",
+            }
+        }
+    },
+)
+@per_address
+@jwt_required()
+def request_email_change() -> ResponseReturnValue:
+    body = read_json(EmailChangeRequest)
+    side = _write_side()
+    outcome = _run(
+        commands.request_email_change,
+        side.unit_of_work(),
+        _check(),
+        side.codes,
+        _caller(),
+        body.password,
+        body.new_email,
+    )
+    assert outcome.expires_at is not None
+    expires_at = outcome.expires_at.isoformat().replace("+00:00", "Z")
+    return jsonify(_answer(outcome, EmailChangeResponse, expires_at=expires_at)), 202
+
+
+@api.route(
+    bp,
+    "post",
+    "/users/me/email/confirm",
+    "Confirm an email change with the mailed code (emits EmailChanged)",
+    request=ConfirmEmailRequest,
+    responses={200: EmailChangedResponse, 409: None, **ACCOUNT_ERRORS, **BODY_ERRORS},
+    secured=True,
+    headers=LIMITED,
+)
+@per_address
+@jwt_required()
+def confirm_email_change() -> ResponseReturnValue:
+    body = read_json(ConfirmEmailRequest)
+    side = _write_side()
+    uow, secret = side.unit_of_work(), side.failure_secret
+    outcome = _run(commands.confirm_email_change, uow, secret, side.codes, _caller(), body.code)
+    return jsonify(_answer(outcome, EmailChangedResponse, email=outcome.account.email))
+
+
+# --- admin commands ---
+
+
+@api.route(
+    bp,
+    "post",
+    "/admin/users/<uuid:user_id>/deactivate",
+    "Deactivate an account (admin; emits UserDeactivated): its sessions end, login and refresh stop",
+    request=DeactivateRequest,
+    responses={200: CommandResponse, 403: None, 404: None, **ACCOUNT_ERRORS, **BODY_ERRORS},
+    secured=True,
+    headers=LIMITED,
+)
+@per_address
+@jwt_required()
+def deactivate(user_id: uuid.UUID) -> ResponseReturnValue:
+    body = read_json(DeactivateRequest)
+    uow = _write_side().unit_of_work()
+    outcome = _run(commands.deactivate, uow, user_id, reason=body.reason, by=_caller())
+    return jsonify(_answer(outcome))
+
+
+@api.route(
+    bp,
+    "post",
+    "/admin/users/<uuid:user_id>/reactivate",
+    "Reactivate a deactivated account (admin; emits UserReactivated)",
+    responses={200: CommandResponse, 403: None, 404: None, **ACCOUNT_ERRORS},
+    secured=True,
+    headers=LIMITED,
+)
+@per_address
+@jwt_required()
+def reactivate(user_id: uuid.UUID) -> ResponseReturnValue:
+    outcome = _run(commands.reactivate, _write_side().unit_of_work(), user_id, by=_caller())
+    return jsonify(_answer(outcome))

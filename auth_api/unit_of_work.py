@@ -18,7 +18,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
 from auth_api.lockout import FailureCount
-from auth_api.models import LoginFailures, OutboxMessage, User, UserSession
+from auth_api.models import EmailChange, LoginFailures, OutboxMessage, User, UserSession
 from event_contract import Event, serialize_event
 
 
@@ -34,6 +34,22 @@ class Sessions(Protocol):
     def get(self, session_id: uuid.UUID, *, for_update: bool = False) -> UserSession | None: ...
     def add(self, session: UserSession) -> None: ...
 
+    def active_of(self, user_id: uuid.UUID) -> list[UserSession]:
+        """The user's sessions that have not ended, locked (the caller holds the user's lock)."""
+        ...
+
+    def known_device(self, user_id: uuid.UUID, device_key: bytes) -> bool:
+        """Whether any session of the user, ended or not, came from this device."""
+        ...
+
+
+class EmailChanges(Protocol):
+    """Pending email changes, one per user."""
+
+    def get(self, user_id: uuid.UUID) -> EmailChange | None: ...
+    def put(self, change: EmailChange) -> None: ...
+    def remove(self, change: EmailChange) -> None: ...
+
 
 class FailureCounters(Protocol):
     """Failed-login counters per email key (``auth_api.lockout.failure_key``)."""
@@ -48,6 +64,7 @@ class FailureCounters(Protocol):
 class UnitOfWork(Protocol):
     users: Users
     sessions: Sessions
+    email_changes: EmailChanges
     failures: FailureCounters
 
     def __enter__(self) -> Self: ...
@@ -99,6 +116,38 @@ class SqlSessions:
     def add(self, user_session: UserSession) -> None:
         self.session.add(user_session)
 
+    def active_of(self, user_id: uuid.UUID) -> list[UserSession]:
+        query = (
+            select(UserSession)
+            .where(UserSession.user_id == user_id, UserSession.ended_at.is_(None))
+            .order_by(UserSession.id)  # one lock order
+            .with_for_update()
+            .execution_options(populate_existing=True)
+        )
+        return list(self.session.execute(query).scalars())
+
+    def known_device(self, user_id: uuid.UUID, device_key: bytes) -> bool:
+        query = select(UserSession.id).where(
+            UserSession.user_id == user_id, UserSession.device_key == device_key
+        )
+        return self.session.execute(query.limit(1)).first() is not None
+
+
+class SqlEmailChanges:
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    def get(self, user_id: uuid.UUID) -> EmailChange | None:
+        # Read under the user's row lock, which every command on the user takes first.
+        query = select(EmailChange).where(EmailChange.user_id == user_id)
+        return self.session.execute(query.execution_options(populate_existing=True)).scalar_one_or_none()
+
+    def put(self, change: EmailChange) -> None:
+        self.session.merge(change)
+
+    def remove(self, change: EmailChange) -> None:
+        self.session.delete(change)
+
 
 class SqlFailureCounters:
     def __init__(self, session: Session) -> None:
@@ -136,6 +185,7 @@ class SqlUnitOfWork:
     def __enter__(self) -> Self:
         self.users = SqlUsers(self.session)
         self.sessions = SqlSessions(self.session)
+        self.email_changes = SqlEmailChanges(self.session)
         self.failures = SqlFailureCounters(self.session)
         return self
 

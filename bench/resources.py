@@ -74,7 +74,7 @@ def sql(engine: Engine, statement: str, **params: object) -> object:
 
 
 def reset_auth() -> None:
-    sql(auth_engine(), "TRUNCATE users, sessions, outbox RESTART IDENTITY")
+    sql(auth_engine(), "TRUNCATE users, sessions, email_changes, login_failures, outbox RESTART IDENTITY")
 
 
 def reset_query() -> None:

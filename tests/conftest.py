@@ -54,7 +54,7 @@ def test_databases(settings: Any) -> None:
         with app.app_context():
             upgrade()
     _database_setup()
-    _sql(settings.auth_database_url, "TRUNCATE users, outbox, sessions")
+    _sql(settings.auth_database_url, "TRUNCATE users, outbox, sessions, email_changes, login_failures")
     _sql(
         settings.projection_database_url,
         "TRUNCATE read_model.users, read_model.login_history, read_model.sessions,"

@@ -7,7 +7,7 @@ from types import TracebackType
 from typing import Self
 
 from auth_api.lockout import FailureCount
-from auth_api.models import User, UserSession
+from auth_api.models import EmailChange, User, UserSession
 from event_contract import Event
 
 
@@ -46,6 +46,52 @@ class FakeSessions:
     def add(self, session: UserSession) -> None:
         self.added.append(session)
 
+    def active_of(self, user_id: uuid.UUID) -> list[UserSession]:
+        return sorted(
+            (s for s in self.rows.values() if s.user_id == user_id and s.active), key=lambda s: s.id
+        )
+
+    def known_device(self, user_id: uuid.UUID, device_key: bytes) -> bool:
+        return any(s.user_id == user_id and s.device_key == device_key for s in self.rows.values())
+
+
+class FakeEmailChanges:
+    """Pending changes by user; like rows, changes to a loaded one count only once committed."""
+
+    def __init__(self) -> None:
+        self.rows: dict[uuid.UUID, EmailChange] = {}
+        self.staged: dict[uuid.UUID, EmailChange | None] = {}
+
+    def get(self, user_id: uuid.UUID) -> EmailChange | None:
+        if user_id in self.staged:
+            return self.staged[user_id]
+        row = self.rows.get(user_id)
+        if row is None:
+            return None
+        copy = EmailChange(
+            user_id=row.user_id,
+            new_email=row.new_email,
+            code_hash=row.code_hash,
+            expires_at=row.expires_at,
+            attempts=row.attempts,
+        )
+        self.staged[user_id] = copy
+        return copy
+
+    def put(self, change: EmailChange) -> None:
+        self.staged[change.user_id] = change
+
+    def remove(self, change: EmailChange) -> None:
+        self.staged[change.user_id] = None
+
+    def commit(self) -> None:
+        for user_id, change in self.staged.items():
+            if change is None:
+                self.rows.pop(user_id, None)
+            else:
+                self.rows[user_id] = change
+        self.staged = {}
+
 
 class FakeFailureCounters:
     """Failure counters per email key; like the table, a zero counter is no row at all."""
@@ -81,6 +127,7 @@ class FakeUnitOfWork:
     def __init__(self) -> None:
         self.users = FakeUsers()
         self.sessions = FakeSessions()
+        self.email_changes = FakeEmailChanges()
         self.failures = FakeFailureCounters()
         self.outbox: list[tuple[Event, dict[str, str]]] = []
         self.commits = 0
@@ -89,6 +136,7 @@ class FakeUnitOfWork:
     def __enter__(self) -> Self:
         self.users.seen = {}
         self.sessions.added = []
+        self.email_changes.staged = {}
         self.failures.staged = {}
         return self
 
@@ -101,8 +149,10 @@ class FakeUnitOfWork:
         from sqlalchemy.exc import IntegrityError
 
         for user in self.users.seen.values():
-            twin = next((u for u in self.users.rows.values() if u.email == user.email), None)
-            if twin is not None and twin.id != user.id:
+            twin = next(
+                (u for u in self.users.rows.values() if u.email == user.email and u.id != user.id), None
+            )
+            if twin is not None:
                 raise IntegrityError("INSERT INTO users", {}, Exception("duplicate email"))
         events = [event for user in self.users.seen.values() for event in user.events]
         for user in self.users.seen.values():
@@ -111,6 +161,7 @@ class FakeUnitOfWork:
         self.sessions.rows.update((session.id, session) for session in self.sessions.added)
         self.outbox.extend((event, dict(headers or {})) for event in events)
         self.failures.commit()
+        self.email_changes.commit()
         self.commits += 1
         if events:
             self.kicks += 1
@@ -118,6 +169,7 @@ class FakeUnitOfWork:
 
     def rollback(self) -> None:
         self.failures.staged = {}
+        self.email_changes.staged = {}
         for user in self.users.seen.values():
             user.events.clear()
 

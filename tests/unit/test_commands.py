@@ -105,14 +105,17 @@ def test_a_login_bumps_the_version_and_records_the_device(uow, hasher, clock):
     registered = commands.register(uow, hasher, "ada@example.com", PASSWORD, clock=clock)
     clock.advance(seconds=5)
     outcome = _login(uow, hasher, clock)
-    event = uow.events()[-1]
-    assert (event.type, event.sequence, event.id) == ("UserLoggedIn", 2, outcome.event_id)
-    assert event.data == {
+    logged_in, started = uow.events()[-2:]
+    device = {
         "email": "ada@example.com",
         "ip": DEVICE.ip,
         "user_agent": DEVICE.user_agent,
         "session_id": str(outcome.session.session_id),
     }
+    assert (logged_in.type, logged_in.sequence, logged_in.data) == ("UserLoggedIn", 2, device)
+    # The answer names the last event, so a consistency wait covers both.
+    assert (started.type, started.sequence, started.id) == ("SessionStarted", 3, outcome.event_id)
+    assert started.data == {**device, "new_device": True}
     assert outcome.account.id == registered.account.id
     assert uow.users.locked == [registered.account.id]  # the version is bumped under the row lock
 
@@ -251,7 +254,8 @@ def test_each_refresh_rotates_and_a_reused_token_ends_the_whole_session(uow, has
     first = _refresh(uow, clock, login)
     second = _refresh(uow, clock, first)
     assert len({login.session.refresh_jti, first.session.refresh_jti, second.session.refresh_jti}) == 3
-    assert uow.kicks == 2  # rotation alone emits no event
+    refreshed = [e for e in uow.events() if e.type == "SessionRefreshed"]
+    assert [e.data["session_id"] for e in refreshed] == [str(login.session.session_id)] * 2
     with pytest.raises(commands.SessionRefused, match="already used"):
         _refresh(uow, clock, login)  # the login's token, spent
     ended = uow.events()[-1]
