@@ -148,13 +148,14 @@ def test_five_failures_lock_the_account_and_a_success_resets(client, auth_app):
     still = client.post("/login", json={"email": email, "password": PASSWORD})
     assert still.status_code == 429  # even the right password, while locked
     types = [e["type"] for e in _events(auth_app, user_id)]
-    assert types == ["UserRegistered"] + ["UserLoginFailed"] * 4 + ["UserLoggedIn"] + ["UserLoginFailed"] * 6
+    login = ["UserLoggedIn", "SessionStarted"]
+    assert types == ["UserRegistered"] + ["UserLoginFailed"] * 4 + login + ["UserLoginFailed"] * 6
     failures = [e for e in _events(auth_app, user_id) if e["type"] == "UserLoginFailed"]
     assert failures[0]["data"]["user_agent"] == "lockout-test"
     assert failures[0]["data"]["reason"] == "invalid_password"
     assert failures[-1]["data"]["reason"] == "account_locked"
     versions = [e["sequence"] for e in _events(auth_app, user_id)]
-    assert versions == list(range(1, 13))
+    assert versions == list(range(1, 14))
 
 
 def test_tokens_are_rs256_with_subject_roles_and_id(client, auth_app):
@@ -210,8 +211,10 @@ def test_grant_and_revoke_role_emit_events_and_change_new_tokens(client, auth_ap
         "UserRegistered",
         "UserRoleGranted",
         "UserLoggedIn",
+        "SessionStarted",
         "UserRoleRevoked",
         "UserLoggedIn",
+        "SessionStarted",
     ]
     assert events[1]["data"] == {"role": "admin", "roles": ["admin", "user"]}
     unknown = flask_cli("auth_api", "grant-role", _email(), "admin")

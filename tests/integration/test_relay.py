@@ -62,7 +62,7 @@ def _make_history(users: int, logins: int) -> dict[str, int]:
             commands.log_in(*log_in, "wrong password", device, failure_secret=b"relay-test", headers=headers)  # type: ignore[arg-type]
         for _ in range(logins):
             commands.log_in(*log_in, PASSWORD, device, failure_secret=b"relay-test", headers=headers)  # type: ignore[arg-type]
-        versions[user_id] = 2 + logins
+        versions[user_id] = 2 + 2 * logins  # a login is UserLoggedIn + SessionStarted
     return versions
 
 
@@ -89,38 +89,38 @@ def _assert_per_user_order(records, versions: dict[str, int]) -> None:
 def test_relay_publishes_each_users_events_in_order_keyed_by_user(auth_db_app, settings, topic_name):
     versions = _make_history(users=20, logins=3)
     total, unpublished = _outbox_counts()
-    assert total == unpublished == 20 * 5
+    assert total == unpublished == 20 * 8
 
     producer = kafka_producer(settings.kafka_bootstrap, 10000)
     result = relay_outbox(db.engine, producer, topic_name, batch_size=37, delivery_timeout_s=15)
 
-    assert (result.published, result.failed, result.locked_out) == (100, 0, False)
-    assert _outbox_counts() == (100, 0)
+    assert (result.published, result.failed, result.locked_out) == (160, 0, False)
+    assert _outbox_counts() == (160, 0)
     records = read_all(settings.kafka_bootstrap, topic_name)
-    assert len(records) == 100
-    assert len({json.loads(r.value)["id"] for r in records}) == 100
+    assert len(records) == 160
+    assert len({json.loads(r.value)["id"] for r in records}) == 160
     assert all(r.headers.get("request_id") == b"relay-test" for r in records)
     _assert_per_user_order(records, versions)
 
 
 def test_rows_kafka_did_not_acknowledge_stay_unpublished(auth_db_app, settings, topic_name):
-    _make_history(users=5, logins=1)  # 15 events
+    _make_history(users=5, logins=1)  # 20 events
     # A broker address where nothing listens: every delivery times out.
     dead = kafka_producer("127.0.0.1:1", 1500)
     result = relay_outbox(db.engine, dead, topic_name, delivery_timeout_s=10)
-    assert (result.published, result.failed) == (0, 15)
-    assert _outbox_counts() == (15, 15)
+    assert (result.published, result.failed) == (0, 20)
+    assert _outbox_counts() == (20, 20)
 
     # A topic that does not exist (auto-creation is off): refused, nothing marked.
     live = kafka_producer(settings.kafka_bootstrap, 3000)
     result = relay_outbox(db.engine, live, f"missing-{uuid.uuid4().hex[:6]}", delivery_timeout_s=10)
-    assert result.published == 0 and result.failed == 15
-    assert _outbox_counts() == (15, 15)
+    assert result.published == 0 and result.failed == 20
+    assert _outbox_counts() == (20, 20)
 
     result = relay_outbox(db.engine, live, topic_name, delivery_timeout_s=10)
-    assert (result.published, result.failed) == (15, 0)
-    assert _outbox_counts() == (15, 0)
-    assert len(read_all(settings.kafka_bootstrap, topic_name)) == 15
+    assert (result.published, result.failed) == (20, 0)
+    assert _outbox_counts() == (20, 0)
+    assert len(read_all(settings.kafka_bootstrap, topic_name)) == 20
 
 
 def test_a_relay_skips_while_another_holds_the_lock(auth_db_app, settings, topic_name):
@@ -135,7 +135,7 @@ def test_a_relay_skips_while_another_holds_the_lock(auth_db_app, settings, topic
 
 
 def test_two_relays_at_once_publish_each_row_once_and_in_order(auth_db_app, settings, topic_name):
-    versions = _make_history(users=40, logins=10)  # 480 events
+    versions = _make_history(users=40, logins=10)  # 880 events
     total, _ = _outbox_counts()
     results = []
     engine = db.engine  # threads have no app context
@@ -157,7 +157,7 @@ def test_two_relays_at_once_publish_each_row_once_and_in_order(auth_db_app, sett
     assert sum(r.published for r in results) == total
     assert any(r.locked_out for r in results) or len(results) >= 2
     records = read_all(settings.kafka_bootstrap, topic_name)
-    assert len(records) == total == 480, "a row was published twice or not at all"
+    assert len(records) == total == 880, "a row was published twice or not at all"
     _assert_per_user_order(records, versions)
 
 
