@@ -82,3 +82,19 @@ def test_query_api_conforms_to_its_document(system, admin):
     )
     assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
     assert _links_covered(result.stdout) >= 4, result.stdout[-3000:]
+
+
+def test_the_write_apis_account_commands_conform_with_a_live_token(system):
+    # A logged-in admin's token, so that the commands run past authentication: wrong passwords
+    # (403, then a 429 lock), unknown users (404), malformed codes (422) must all be documented.
+    # The logouts are left out: they would end the very session the run depends on.
+    admin = signed_up(system, admin=True)
+    result = _run(
+        f"{system.auth_url}/openapi.json",
+        "40",
+        "--include-path-regex",
+        "^/(users|admin)/",
+        "--header",
+        f"Authorization: Bearer {admin.token}",
+    )
+    assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
