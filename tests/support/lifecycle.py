@@ -55,8 +55,13 @@ class AccountBuilder:
         return self
 
     def login(
-        self, time: datetime, ip: str | None = "10.0.0.1", agent: str | None = "firefox/1"
+        self,
+        time: datetime,
+        ip: str | None = "10.0.0.1",
+        agent: str | None = "firefox/1",
+        started_after: timedelta = timedelta(0),
     ) -> uuid.UUID:
+        """UserLoggedIn then SessionStarted (``started_after`` it: the write side's clock may tick)."""
         session = uuid.uuid4()
         device = {"ip": ip, "user_agent": agent}
         self.add("UserLoggedIn", {"email": self.email, **device, "session_id": str(session)}, time)
@@ -64,7 +69,7 @@ class AccountBuilder:
         self.add(
             "SessionStarted",
             {"session_id": str(session), "email": self.email, **device, "new_device": new_device},
-            time,
+            time + started_after,
         )
         self.sessions.append(session)
         return session
@@ -98,7 +103,8 @@ def account_streams(draw: st.DrawFn, max_users: int = 3, max_steps: int = 10) ->
         for _ in range(draw(st.integers(0, max_steps))):
             step, time = draw(st.sampled_from(STEPS)), draw(moment)
             if step == "login":
-                account.login(time, draw(st.sampled_from(["10.0.0.1", None])), draw(st.sampled_from(AGENTS)))
+                ip, agent = draw(st.sampled_from(["10.0.0.1", None])), draw(st.sampled_from(AGENTS))
+                account.login(time, ip, agent, timedelta(microseconds=draw(st.sampled_from([0, 1, 900]))))
             elif step == "failed":
                 reason = draw(st.sampled_from(["invalid_password", "account_locked"]))
                 account.add("UserLoginFailed", {"email": account.email, "reason": reason}, time)
