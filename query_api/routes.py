@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 import uuid
 from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, datetime
 from functools import wraps
 from typing import Any
 
@@ -191,9 +191,7 @@ def _as_of() -> datetime | None:
     try:
         if not RFC3339.fullmatch(raw.upper()):
             raise ValueError(raw)
-        # Passed to PostgreSQL with its own offset: a time near year 1 or 9999 needs no
-        # conversion to UTC here (which could overflow).
-        return datetime.fromisoformat(raw.upper())
+        moment = datetime.fromisoformat(raw.upper())
     except ValueError as exc:  # also a valid form that is no time (month 13, a leap second)
         raise Problem(
             422,
@@ -201,6 +199,11 @@ def _as_of() -> datetime | None:
             "as_of must be an RFC 3339 time with an offset, such as 2026-03-01T09:00:00Z"
             " (a + in the offset must be sent as %2B).",
         ) from exc
+    try:
+        # In UTC: PostgreSQL refuses offsets past 15:59, RFC 3339 allows up to 23:59.
+        return moment.astimezone(UTC)
+    except OverflowError:  # before year 1 or after 9999 once in UTC: the first or last time
+        return datetime.min.replace(tzinfo=UTC) if moment.year == 1 else datetime.max.replace(tzinfo=UTC)
 
 
 @api.route(

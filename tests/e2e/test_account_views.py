@@ -218,6 +218,10 @@ def test_the_account_as_of_a_past_time(system, life):
     # Now: exactly the live view.
     live = system.query(f"/users/{life.id}", life.token).json()
     assert as_of(datetime.now(UTC).isoformat()).json() == live
+    # The edges of RFC 3339 (offsets to 23:59, years 1 to 9999) answer, never a 500.
+    assert as_of("0001-01-01T00:00:00+01:00").status_code == 404  # before year 1 in UTC
+    assert as_of("0439-02-17T12:06:37+22:18").status_code == 404  # past PostgreSQL's 15:59
+    assert as_of("9999-12-31T23:59:59-23:59").json() == live  # after year 9999 in UTC
 
 
 @pytest.mark.parametrize(
