@@ -166,7 +166,7 @@ class _Trickle(threading.Thread):
         try:
             out = producer()
             while not self.stop.is_set():
-                part = user_histories(2, logins=1, failures=1, tag="during-rebuild", lifecycle=True)
+                part = user_histories(2, logins=1, failures=1, tag="during-rebuild")
                 produce(part.events, out=out)
                 self.burst.events.extend(part.events)
                 self.burst.event_ids.extend(part.event_ids)
