@@ -276,3 +276,51 @@ def test_a_worker_killed_mid_way_loses_no_mail(notifier, phase, copies):
     wait_idle()
     assert message_ids(email) == {mail_id(event.id, "password-changed"): copies}
     assert ledger_rows([event.id]) == {(str(event.id), "password-changed"): "sent"}
+
+
+def test_flower_shows_the_notification_workers_and_their_tasks_without_the_events(notifier):
+    """Flower (the Procfile's line, on a port of this module's) lists the notifications queue's
+    worker and its tasks; a task's arguments show as a count, never addresses or codes."""
+    import requests
+
+    from tests.support.environment import TEST_ENV
+
+    port = int(TEST_ENV["FLOWER_PORT"]) + 30  # namespaces move ports by 100
+    auth = tuple((TEST_SETTINGS.flower_basic_auth or "").split(":", 1))
+    base = f"http://127.0.0.1:{port}"
+    user, email = account("flower")
+    notifier.start("flower", {"FLOWER_PORT": str(port)}, as_name="flower_notifications")
+    try:
+        def queues() -> set[str]:
+            try:
+                response = requests.get(
+                    f"{base}/api/workers", auth=auth, params={"refresh": "true"}, timeout=30
+                )
+            except requests.RequestException:
+                return set()
+            if response.status_code != 200:
+                return set()
+            return {q["name"] for info in response.json().values() for q in info.get("active_queues", [])}
+
+        wait_until(
+            lambda: "notifications" in queues(), timeout=90, interval=1, what="the notifications worker"
+        )
+        # Flower sees the tasks that run once it watches.
+        produce([new_event("PasswordChanged", user, 5, {"email": email})])
+
+        def mail_tasks() -> list[dict]:
+            found = requests.get(
+                f"{base}/api/tasks", auth=auth, params={"taskname": "notifications.send_mail"}, timeout=10
+            ).json()
+            return [t for t in found.values() if t.get("state") == "SUCCESS"]
+
+        tasks = wait_until(
+            mail_tasks, timeout=90, interval=1, what="a successful notifications task in Flower"
+        )
+        for task in tasks:
+            assert re.fullmatch(r"\[<\d+ events>\]", task["args"]), task["args"]
+        wait_until(lambda: message_ids(email), timeout=60, what="the mail")
+        page = requests.get(f"{base}/api/tasks", auth=auth, timeout=10).text
+        assert email not in page
+    finally:
+        notifier.stop("flower_notifications")
