@@ -213,13 +213,18 @@ def test_a_full_replay_of_the_topic_sends_nothing_twice(notifier):
     mark = len(notifier.log_text(WORKER))
     notifier.start("notifier")
     wait_until(
-        lambda: end_offsets(group=GROUP)[1] == ends, timeout=180, interval=0.5, what="the topic re-read"
+        lambda: all(end_offsets(group=GROUP)[1][p] >= end for p, end in ends.items()),
+        timeout=180,
+        interval=0.5,
+        what="the topic re-read",
     )
     wait_idle()
 
     after = message_ids()
-    assert after == before, "a replay changed the inbox"
-    assert max(after.values()) == 1, [m for m, n in after.items() if n > 1]
+    # (Mails of events others produce meanwhile may join; none that was there may grow.)
+    assert {m: after[m] for m in before} == before, "a replay sent a mail again"
+    mine = message_ids(email) + message_ids(f"new-{email}")
+    assert sorted(mine.values()) == [1] * len(expected)
     # Every mail of the topic came through the workers again and was found claimed.
     sent, duplicates, _, _ = outcome_totals(notifier, mark)
     assert sent == 0 and duplicates >= len(expected)
@@ -291,6 +296,7 @@ def test_flower_shows_the_notification_workers_and_their_tasks_without_the_event
     user, email = account("flower")
     notifier.start("flower", {"FLOWER_PORT": str(port)}, as_name="flower_notifications")
     try:
+
         def queues() -> set[str]:
             try:
                 response = requests.get(
