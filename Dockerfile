@@ -7,7 +7,9 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     DATA_DIR=/data
 
 WORKDIR /app
-RUN useradd --create-home --uid 10001 app && mkdir -p /data && chown app /data
+# /data/mail: the development mail catcher's Maildir (its volume starts as a copy of this).
+RUN useradd --create-home --uid 10001 app && mkdir -p /data/mail/cur /data/mail/new /data/mail/tmp \
+    && chown -R app /data
 
 COPY requirements/ requirements/
 RUN pip install --no-cache-dir -r requirements/base.txt

@@ -38,6 +38,7 @@ tools:
 migrate: services keys
 	$(BIN)/flask --app auth_api db upgrade
 	$(BIN)/flask --app 'query_api:create_migration_app()' db upgrade
+	$(BIN)/alembic -c migrations/notify/alembic.ini upgrade head
 	bash services/postgres.sh setup
 
 keys: install

@@ -85,8 +85,22 @@ class Settings:
     projector_metrics_port: int
     metrics_address: str
     celery_metrics_port: int | None
+    # --- notifier (mail as a reaction to events) and its SMTP server ---
+    notifier_database_url: str  # notification workers: owner of notify_db (what was mailed)
+    notifier_group_id: str
+    notifier_metrics_port: int
+    smtp_host: str
+    smtp_port: int
+    smtp_from: str
+    smtp_user: str | None
+    smtp_password: str | None
+    smtp_security: str  # "none", "starttls" or "tls" (implicit TLS, e.g. port 465)
+    smtp_timeout_seconds: float
+    mail_dir: Path  # the local mail catcher's Maildir (services/mail_catcher.py)
     # --- tests only: `python -m projector rebuild` stops at this phase until killed ---
     rebuild_pause_at: str | None = None
+    # --- tests only: a notification worker holds here ("before-send", "after-send") to be killed ---
+    notifier_pause_at: str | None = None
 
 
 def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
@@ -112,6 +126,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     # The names services/postgres.sh gives the roles and databases (tests pass their own).
     role_prefix = text("PG_ROLE_PREFIX", "cqrs")
     auth_db, query_db = text("AUTH_DB_NAME", "auth_db"), text("QUERY_DB_NAME", "query_db")
+    notify_db = text("NOTIFY_DB_NAME", "notify_db")
 
     def database(variable: str, role: str, name: str) -> str:
         role = f"{role_prefix}_{role}"
@@ -183,7 +198,26 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         metrics_address=text("METRICS_ADDR", "127.0.0.1"),
         celery_metrics_port=int(celery_metrics) if celery_metrics else None,
         rebuild_pause_at=text("REBUILD_PAUSE_AT", "") or None,
+        notifier_database_url=database("NOTIFIER_DATABASE_URL", "notifier", notify_db),
+        notifier_group_id=text("NOTIFIER_GROUP_ID", "notifier"),
+        notifier_metrics_port=integer("NOTIFIER_METRICS_PORT", 9111),
+        smtp_host=text("SMTP_HOST", "127.0.0.1"),
+        smtp_port=integer("SMTP_PORT", 1025),
+        smtp_from=text("SMTP_FROM", "CQRS user service <no-reply@cqrs.localhost>"),
+        smtp_user=env.get("SMTP_USER") or None,
+        smtp_password=env.get("SMTP_PASSWORD") or None,
+        smtp_security=_choice("SMTP_SECURITY", text("SMTP_SECURITY", "none"), ("none", "starttls", "tls")),
+        smtp_timeout_seconds=number("SMTP_TIMEOUT_SECONDS", 10.0),
+        mail_dir=Path(text("MAIL_DIR", str(data_dir / "mail"))),
+        notifier_pause_at=text("NOTIFIER_PAUSE_AT", "") or None,
     )
+
+
+def _choice(name: str, value: str, allowed: tuple[str, ...]) -> str:
+    value = value.lower()
+    if value not in allowed:
+        raise ValueError(f"{name} must be one of {', '.join(allowed)}, not {value!r}")
+    return value
 
 
 def _secret(path: Path) -> str:

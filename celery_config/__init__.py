@@ -3,5 +3,6 @@
 
     celery -A celery_config.worker worker -Q outbox       # the relay
     celery -A celery_config.worker worker -Q projections  # the projection workers
+    celery -A celery_config.worker worker -Q notifications  # the notification (mail) workers
     celery -A celery_config.worker beat                   # exactly one
 """

@@ -14,10 +14,12 @@ from settings import Settings
 
 OUTBOX_QUEUE = "outbox"
 PROJECTIONS_QUEUE = "projections"
+NOTIFICATIONS_QUEUE = "notifications"
 RELAY_TASK = "outbox.relay"
 PURGE_TASK = "outbox.purge"
 PROJECT_TASK = "projections.apply_events"
-TASK_MODULES = ["outbox_relay.tasks", "projector.projection.tasks"]
+NOTIFY_TASK = "notifications.send_mail"
+TASK_MODULES = ["outbox_relay.tasks", "projector.projection.tasks", "notifier.tasks"]
 
 
 class ServiceCelery(Celery):
@@ -57,11 +59,12 @@ def make_celery(settings: Settings, *, include_tasks: bool = False) -> ServiceCe
         # Flower sees workers and task history only with these events on.
         worker_send_task_events=True,
         task_send_sent_event=True,
-        task_queues=[_queue(OUTBOX_QUEUE), _queue(PROJECTIONS_QUEUE)],
+        task_queues=[_queue(OUTBOX_QUEUE), _queue(PROJECTIONS_QUEUE), _queue(NOTIFICATIONS_QUEUE)],
         task_default_queue=OUTBOX_QUEUE,
         task_routes={
             "outbox.*": {"queue": OUTBOX_QUEUE, "routing_key": OUTBOX_QUEUE},
             "projections.*": {"queue": PROJECTIONS_QUEUE, "routing_key": PROJECTIONS_QUEUE},
+            "notifications.*": {"queue": NOTIFICATIONS_QUEUE, "routing_key": NOTIFICATIONS_QUEUE},
         },
         beat_schedule={
             "relay-outbox": {

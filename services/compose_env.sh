@@ -14,7 +14,7 @@ secret() { od -An -N24 -tx1 /dev/urandom | tr -d ' \n'; }
     umask 077
     {
         for name in POSTGRES_PASSWORD PG_AUTH_PASSWORD PG_RELAY_PASSWORD PG_PROJECTION_PASSWORD \
-            PG_READER_PASSWORD RABBITMQ_PASSWORD; do
+            PG_READER_PASSWORD PG_NOTIFIER_PASSWORD RABBITMQ_PASSWORD; do
             printf '%s=%s\n' "$name" "$(secret)"
         done
         printf 'FLOWER_BASIC_AUTH=flower:%s\n' "$(secret)"

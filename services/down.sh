@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
-# Stop the PostgreSQL, RabbitMQ, Kafka and Redis servers started by services/up.sh (by recorded PID,
+# Stop the PostgreSQL, RabbitMQ, Kafka, Redis and mail catcher servers started by services/up.sh (by recorded PID,
 # see $DATA_DIR/run/*.pid). Data in $DATA_DIR is kept; `rm -rf .data` resets everything.
 set -euo pipefail
 # shellcheck source-path=SCRIPTDIR source=lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 pids=()
-for svc in kafka rabbitmq postgres redis; do
+for svc in kafka rabbitmq postgres redis mailcatcher; do
     bash "$SERVICES_DIR/$svc.sh" stop &
     pids+=($!)
 done

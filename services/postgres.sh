@@ -3,7 +3,7 @@
 #
 #   services/postgres.sh install   # apt-get install postgresql if no server binaries are found
 #   services/postgres.sh start     # initdb (first time) + start our own cluster; no-op if running
-#   services/postgres.sh setup     # roles, databases auth_db and query_db, privileges (idempotent;
+#   services/postgres.sh setup     # roles, databases auth_db, query_db, notify_db, privileges (idempotent;
 #                                  # run it again after migrations so new tables get their grants)
 #   services/postgres.sh stop      # fast shutdown (SIGINT) of the recorded postmaster PID
 #   services/postgres.sh status    # exit 0 if running, 3 if not
@@ -15,8 +15,9 @@
 # Parent directories of $DATA_DIR that the postgres user cannot traverse get o+x (logged).
 #
 # Least privilege (services/sql/*_access.sql): a role per process kind, named
-# ${PG_ROLE_PREFIX:-cqrs}_{auth,relay,projection,reader}, password generated on first run in
-# $SECRETS_DIR/postgres/<role> (0600); databases ${AUTH_DB_NAME:-auth_db}, ${QUERY_DB_NAME:-query_db}.
+# ${PG_ROLE_PREFIX:-cqrs}_{auth,relay,projection,reader,notifier}, password generated on first run in
+# $SECRETS_DIR/postgres/<role> (0600); databases ${AUTH_DB_NAME:-auth_db}, ${QUERY_DB_NAME:-query_db},
+# ${NOTIFY_DB_NAME:-notify_db}.
 # The tests and benchmarks pass their own prefix and database names.
 set -euo pipefail
 # shellcheck source-path=SCRIPTDIR source=lib.sh
@@ -28,6 +29,7 @@ PG_OS_USER="${PG_OS_USER:-postgres}"
 PG_ROLE_PREFIX="${PG_ROLE_PREFIX:-cqrs}"
 AUTH_DB_NAME="${AUTH_DB_NAME:-auth_db}"
 QUERY_DB_NAME="${QUERY_DB_NAME:-query_db}"
+NOTIFY_DB_NAME="${NOTIFY_DB_NAME:-notify_db}"
 PG_START_TIMEOUT="${PG_START_TIMEOUT:-60}"
 
 PG_BASE="${DATA_DIR:?}/postgres"
@@ -193,7 +195,8 @@ cmd_setup() {
     pg_running || die "PostgreSQL is not running (run: services/postgres.sh start)"
     local auth="${PG_ROLE_PREFIX}_auth" relay="${PG_ROLE_PREFIX}_relay"
     local projection="${PG_ROLE_PREFIX}_projection" reader="${PG_ROLE_PREFIX}_reader"
-    log "ensuring roles $auth, $relay, $projection, $reader and databases $AUTH_DB_NAME, $QUERY_DB_NAME"
+    local notifier="${PG_ROLE_PREFIX}_notifier"
+    log "ensuring roles $auth, $relay, $projection, $reader, $notifier and databases $AUTH_DB_NAME, $QUERY_DB_NAME, $NOTIFY_DB_NAME"
     # Passwords travel in psql's environment (\getenv), not on its command line.
     OWNER_PASSWORD="$(ensure_secret "postgres/$auth")" RELAY_PASSWORD="$(ensure_secret "postgres/$relay")" \
         superuser_psql -d postgres -v db="$AUTH_DB_NAME" -v owner="$auth" -v relay="$relay" \
@@ -201,6 +204,9 @@ cmd_setup() {
     OWNER_PASSWORD="$(ensure_secret "postgres/$projection")" READER_PASSWORD="$(ensure_secret "postgres/$reader")" \
         superuser_psql -d postgres -v db="$QUERY_DB_NAME" -v owner="$projection" -v reader="$reader" \
         -f "$SERVICES_DIR/sql/query_db_access.sql" >/dev/null
+    OWNER_PASSWORD="$(ensure_secret "postgres/$notifier")" \
+        superuser_psql -d postgres -v db="$NOTIFY_DB_NAME" -v owner="$notifier" \
+        -f "$SERVICES_DIR/sql/notify_db_access.sql" >/dev/null
     log "databases ready on $PGHOST_TCP:$PGPORT (passwords in $SECRETS_DIR/postgres/)"
 }
 

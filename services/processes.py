@@ -28,7 +28,11 @@ ROOT = Path(__file__).resolve().parent.parent
 VENV_BIN = ROOT / ".venv" / "bin"
 MARKER = "CQRS_SUPERVISED"
 # Procfile variables that must differ between two instances of one kind on the same vhost.
-NODE_VARIABLES = {"relay_worker": "RELAY_NODE", "projection_worker": "PROJECTION_NODE"}
+NODE_VARIABLES = {
+    "relay_worker": "RELAY_NODE",
+    "projection_worker": "PROJECTION_NODE",
+    "notification_worker": "NOTIFICATION_NODE",
+}
 # Processes that listen on a port: refuse to start when something else answers there, or a
 # readiness check would talk to that other process.
 LISTEN_PORTS = {"auth_api": "AUTH_API_PORT", "query_api": "QUERY_API_PORT", "flower": "FLOWER_PORT"}

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Install (if missing) and start (if not running) PostgreSQL, RabbitMQ, Kafka and Redis for
+# Install (if missing) and start (if not running) PostgreSQL, RabbitMQ, Kafka, Redis and the mail catcher for
 # this checkout, then create the roles, databases, RabbitMQ user and vhost, and the Kafka
 # topic. Idempotent: a second run
 # reuses the running servers and takes about a second.
@@ -39,6 +39,9 @@ fi
 if ((rc == 0)); then
     bash "$SERVICES_DIR/redis.sh" start || rc=$?
 fi
+if ((rc == 0)); then
+    PYTHON="$python" bash "$SERVICES_DIR/mailcatcher.sh" start || rc=$?
+fi
 rabbit_rc=0
 wait "$rabbit_job" || rabbit_rc=$?
 ((rc == 0)) || die "a server failed to start (see above)"
@@ -58,3 +61,4 @@ log "  amqp://${RABBITMQ_USER:-cqrs}@127.0.0.1:${RABBITMQ_PORT:-5672}/${RABBITMQ
 log "  (generated passwords in $SECRETS_DIR, mode 0600)"
 log "  kafka 127.0.0.1:${KAFKA_PORT:-9092}, topic ${KAFKA_TOPIC:-user-events}"
 log "  redis://127.0.0.1:${REDIS_PORT:-6379} (rate limits)"
+log "  smtp://127.0.0.1:${SMTP_PORT:-1025}, a mail catcher (python -m services.mail_catcher list)"

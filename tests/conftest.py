@@ -49,10 +49,12 @@ def test_databases(settings: Any) -> None:
 
     from auth_api import create_app as create_auth_app
     from query_api import create_migration_app
+    from tests.support.notifications import migrate_notify_db
 
     for app in (create_auth_app(QUIET_SETTINGS), create_migration_app(QUIET_SETTINGS)):
         with app.app_context():
             upgrade()
+    migrate_notify_db(environment.child_env())
     _database_setup()
     _sql(settings.auth_database_url, "TRUNCATE users, outbox, sessions, email_changes, login_failures")
     _sql(
@@ -60,6 +62,7 @@ def test_databases(settings: Any) -> None:
         "TRUNCATE read_model.users, read_model.login_history, read_model.sessions, read_model.timeline,"
         " read_model.processed_events, dead_letters",
     )
+    _sql(settings.notifier_database_url, "TRUNCATE sent_mail")
 
 
 def _database_setup() -> None:

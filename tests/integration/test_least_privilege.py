@@ -62,10 +62,11 @@ READER = TEST_SETTINGS.query_database_url
 RELAY = TEST_SETTINGS.relay_database_url
 PROJECTION = TEST_SETTINGS.projection_database_url
 AUTH = TEST_SETTINGS.auth_database_url
+NOTIFIER = TEST_SETTINGS.notifier_database_url
 
 
 def test_each_process_kind_has_a_role_of_its_own():
-    users = {make_url(url).username for url in (READER, RELAY, PROJECTION, AUTH)}
+    users = {make_url(url).username for url in (READER, RELAY, PROJECTION, AUTH, NOTIFIER)}
     assert users == set(environment.ROLES.values())
 
 
@@ -122,6 +123,13 @@ def test_the_relay_role_does_what_the_relay_runs():
         (READER, TEST_SETTINGS.auth_database_url),
         (RELAY, TEST_SETTINGS.query_database_url),
         (PROJECTION, TEST_SETTINGS.auth_database_url),
+        # The notifier's record of what it mailed is its own, and it sees nothing else.
+        (NOTIFIER, TEST_SETTINGS.auth_database_url),
+        (NOTIFIER, TEST_SETTINGS.query_database_url),
+        (READER, NOTIFIER),
+        (RELAY, NOTIFIER),
+        (PROJECTION, NOTIFIER),
+        (AUTH, NOTIFIER),
     ],
 )
 def test_a_role_cannot_connect_to_the_other_database(url, foreign):

@@ -19,7 +19,17 @@ from tests.support.waiting import wait_until
 pytestmark = pytest.mark.slow
 
 # Every process kind of the Procfile, the write API last (its outage is the only one clients see).
-KINDS = ("projector", "projection_worker", "relay_worker", "beat", "flower", "query_api", "auth_api")
+KINDS = (
+    "projector",
+    "projection_worker",
+    "notifier",
+    "notification_worker",
+    "relay_worker",
+    "beat",
+    "flower",
+    "query_api",
+    "auth_api",
+)
 
 
 def _answers(url: str) -> bool:

@@ -30,7 +30,7 @@ SUFFIX = f"_{NAMESPACE}" if NAMESPACE else ""
 VHOST = f"cqrs_test{SUFFIX}"
 # Roles are cluster-wide: a session's roles carry its namespace ("cqrs_test_2_reader", ...).
 ROLE_PREFIX = f"cqrs_test{SUFFIX}"
-ROLES = {kind: f"{ROLE_PREFIX}_{kind}" for kind in ("auth", "relay", "projection", "reader")}
+ROLES = {kind: f"{ROLE_PREFIX}_{kind}" for kind in ("auth", "relay", "projection", "reader", "notifier")}
 SECRETS_DIR = DATA_DIR / f"test-secrets{SUFFIX}"
 
 
@@ -45,6 +45,7 @@ NAMES = {
     "PG_ROLE_PREFIX": ROLE_PREFIX,
     "AUTH_DB_NAME": f"auth_test{SUFFIX}",
     "QUERY_DB_NAME": f"query_test{SUFFIX}",
+    "NOTIFY_DB_NAME": f"notify_test{SUFFIX}",
     "RABBITMQ_USER": ROLE_PREFIX,
     "RABBITMQ_VHOST": VHOST,
     "SECRETS_DIR": str(SECRETS_DIR),
@@ -68,6 +69,7 @@ _SHADOWED = (
     "RELAY_DATABASE_URL",
     "PROJECTION_DATABASE_URL",
     "QUERY_DATABASE_URL",
+    "NOTIFIER_DATABASE_URL",
     "CELERY_BROKER_URL",
     "FLOWER_BASIC_AUTH",
 )
@@ -80,6 +82,7 @@ TEST_ENV = {
     "RELAY_DATABASE_URL": _URLS.relay_database_url,
     "PROJECTION_DATABASE_URL": _URLS.projection_database_url,
     "QUERY_DATABASE_URL": _URLS.query_database_url,
+    "NOTIFIER_DATABASE_URL": _URLS.notifier_database_url,
     "CELERY_BROKER_URL": _URLS.broker_url,
     "KAFKA_TOPIC": f"user-events-test-{RUN_ID}",
     "PROJECTOR_GROUP_ID": f"query-projector-test-{RUN_ID}",
@@ -102,6 +105,14 @@ TEST_ENV = {
     "PROJECTION_METRICS_PORT": _port("PROJECTION_METRICS_PORT", "19110"),
     "RELAY_NODE": f"relay-test{SUFFIX}",
     "PROJECTION_NODE": f"projections-test{SUFFIX}",
+    # The notifier: its own group, metrics ports, and a mail catcher of the session's own.
+    "NOTIFIER_GROUP_ID": f"notifier-test-{RUN_ID}",
+    "NOTIFIER_METRICS_PORT": _port("NOTIFIER_METRICS_PORT", "19111"),
+    "NOTIFICATION_METRICS_PORT": _port("NOTIFICATION_METRICS_PORT", "19112"),
+    "NOTIFICATION_NODE": f"notifications-test{SUFFIX}",
+    "SMTP_PORT": _port("SMTP_PORT", "11025"),
+    "SMTP_TIMEOUT_SECONDS": "5",
+    "MAIL_DIR": str(DATA_DIR / f"test-mail{SUFFIX}" / RUN_ID),
     "BEAT_SCHEDULE": str(DATA_DIR / f"test-celerybeat-schedule{SUFFIX}"),
     "JWT_PRIVATE_KEY_FILE": str(DATA_DIR / "test-keys" / "jwt_private.pem"),
     "JWT_PUBLIC_KEY_FILE": str(DATA_DIR / "test-keys" / "jwt_public.pem"),

@@ -19,6 +19,7 @@ from services.supervise import write_config
 from settings import ROOT, load_settings
 from tests.support.environment import DATA_DIR, NAMES, RUN_ID, SUFFIX, TEST_ENV, child_env
 from tests.support.kafka_tools import create_topic, delete_topic
+from tests.support.notifications import migrate_notify_db
 from tests.support.waiting import wait_until
 
 VENV_BIN = ROOT / ".venv" / "bin"
@@ -30,6 +31,9 @@ PORTS = (
     "PROJECTOR_METRICS_PORT",
     "RELAY_METRICS_PORT",
     "PROJECTION_METRICS_PORT",
+    "NOTIFIER_METRICS_PORT",
+    "NOTIFICATION_METRICS_PORT",
+    "SMTP_PORT",
 )
 
 
@@ -37,7 +41,12 @@ def supervised_env() -> dict[str, str]:
     vhost = f"cqrs_test{SUFFIX}_sup"
     broker = TEST_ENV["CELERY_BROKER_URL"].rsplit("/", 1)[0]
     # The session's roles, on databases of their own (made by services/postgres.sh setup).
-    names = {**NAMES, "AUTH_DB_NAME": f"auth_test{SUFFIX}_sup", "QUERY_DB_NAME": f"query_test{SUFFIX}_sup"}
+    names = {
+        **NAMES,
+        "AUTH_DB_NAME": f"auth_test{SUFFIX}_sup",
+        "QUERY_DB_NAME": f"query_test{SUFFIX}_sup",
+        "NOTIFY_DB_NAME": f"notify_test{SUFFIX}_sup",
+    }
     urls = load_settings({k: v for k, v in {**TEST_ENV, **names}.items() if not k.endswith("DATABASE_URL")})
     return {
         **TEST_ENV,
@@ -47,11 +56,15 @@ def supervised_env() -> dict[str, str]:
         "RELAY_DATABASE_URL": urls.relay_database_url,
         "PROJECTION_DATABASE_URL": urls.projection_database_url,
         "QUERY_DATABASE_URL": urls.query_database_url,
+        "NOTIFIER_DATABASE_URL": urls.notifier_database_url,
         "KAFKA_TOPIC": f"user-events-sup-{RUN_ID}",
         "PROJECTOR_GROUP_ID": f"query-projector-sup-{RUN_ID}",
         "CELERY_BROKER_URL": f"{broker}/{vhost}",
         "RELAY_NODE": f"relay-sup{SUFFIX}",
         "PROJECTION_NODE": f"projections-sup{SUFFIX}",
+        "NOTIFIER_GROUP_ID": f"notifier-sup-{RUN_ID}",
+        "NOTIFICATION_NODE": f"notifications-sup{SUFFIX}",
+        "MAIL_DIR": str(DATA_DIR / f"test-mail{SUFFIX}" / f"{RUN_ID}-sup"),
         "BEAT_SCHEDULE": str(DATA_DIR / f"sup-celerybeat-schedule{SUFFIX}"),
     }
 
@@ -119,7 +132,7 @@ def _superuser_sql(database: str, *statements: str) -> None:
 def _prepare(env: dict[str, str]) -> None:
     """Fresh databases (migrated as ``make migrate`` does), the topic, an empty vhost."""
     child = {**os.environ, **env, "PYTHONPATH": str(ROOT)}
-    for database in (env["AUTH_DB_NAME"], env["QUERY_DB_NAME"]):
+    for database in (env["AUTH_DB_NAME"], env["QUERY_DB_NAME"], env["NOTIFY_DB_NAME"]):
         _superuser_sql(database, 'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     setup = ["bash", str(ROOT / "services" / "postgres.sh"), "setup"]
     subprocess.run(setup, env=child, check=True, capture_output=True, timeout=120)
@@ -132,6 +145,7 @@ def _prepare(env: dict[str, str]) -> None:
             capture_output=True,
             timeout=120,
         )
+    migrate_notify_db(child)
     subprocess.run(setup, env=child, check=True, capture_output=True, timeout=120)  # grants on new tables
     create_topic(env["KAFKA_BOOTSTRAP_SERVERS"], env["KAFKA_TOPIC"], 6)
     vhost = env["CELERY_BROKER_URL"].rsplit("/", 1)[1]
@@ -181,7 +195,7 @@ def supervised_run(base: Path) -> Iterator[SupervisedRun]:
             except OSError:
                 pass
         delete_topic(env["KAFKA_BOOTSTRAP_SERVERS"], env["KAFKA_TOPIC"])
-        for database in (env["AUTH_DB_NAME"], env["QUERY_DB_NAME"]):
+        for database in (env["AUTH_DB_NAME"], env["QUERY_DB_NAME"], env["NOTIFY_DB_NAME"]):
             _superuser_sql(database, 'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 

@@ -12,7 +12,7 @@ import yaml
 
 from settings import ROOT
 
-SCALED = ("projection-worker", "relay-worker")
+SCALED = ("projection-worker", "relay-worker", "notification-worker")
 ONE_SHOT = ("setup", "db-access", "db-grants")
 SECRETS = (
     "POSTGRES_PASSWORD",
@@ -20,6 +20,7 @@ SECRETS = (
     "PG_RELAY_PASSWORD",
     "PG_PROJECTION_PASSWORD",
     "PG_READER_PASSWORD",
+    "PG_NOTIFIER_PASSWORD",
     "RABBITMQ_PASSWORD",
     "FLOWER_BASIC_AUTH",
 )
@@ -71,6 +72,9 @@ def test_compose_file_is_valid_and_complete(env_file):
         "projector",
         "relay-worker",
         "projection-worker",
+        "notifier",
+        "notification-worker",
+        "mailcatcher",
         "beat",
         "flower",
         "kafka",
@@ -166,7 +170,10 @@ def test_each_process_kind_gets_only_its_own_database_role(env_file):
         "query-api": {"QUERY_DATABASE_URL": "cqrs_reader"},
         "relay-worker": {"RELAY_DATABASE_URL": "cqrs_relay"},
         "projection-worker": {"PROJECTION_DATABASE_URL": "cqrs_projection"},
+        "notification-worker": {"NOTIFIER_DATABASE_URL": "cqrs_notifier"},
         "projector": {},
+        "notifier": {},
+        "mailcatcher": {},
         "beat": {},
         "flower": {},
     }
