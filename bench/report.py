@@ -10,7 +10,7 @@ from typing import Any
 
 from bench.environment import ROOT
 
-ORDER = ["relay", "projection", "e2e", "read_api", "write_api"]
+ORDER = ["relay", "projection", "e2e", "read_api", "write_api", "consistency", "idle"]
 
 
 def build(results_dir: Path, summaries: dict[str, dict[str, Any]], meta: dict[str, Any]) -> dict[str, Any]:
