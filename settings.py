@@ -176,7 +176,9 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         relay_max_seconds=number("RELAY_MAX_SECONDS", 5.0),
         relay_delivery_timeout_ms=integer("RELAY_DELIVERY_TIMEOUT_MS", 10000),
         relay_linger_ms=integer("RELAY_LINGER_MS", 5),
-        relay_interval_seconds=number("RELAY_INTERVAL_SECONDS", 1.0),
+        # Commands kick the relay right after commit (latency); beat's tick is the safety net for
+        # a lost kick or a failed run, and each tick costs relay, beat, broker and Flower CPU.
+        relay_interval_seconds=number("RELAY_INTERVAL_SECONDS", 5.0 if flag("RELAY_KICK", True) else 1.0),
         relay_lock_timeout_seconds=number("RELAY_LOCK_TIMEOUT_SECONDS", 15.0),
         outbox_retention_seconds=integer("OUTBOX_RETENTION_SECONDS", 7 * 24 * 3600),
         outbox_purge_interval_seconds=number("OUTBOX_PURGE_INTERVAL_SECONDS", 600.0),
