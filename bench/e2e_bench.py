@@ -72,8 +72,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = p.parse_args(argv)
     if args.tiny:
         args.default_rates, args.cheap_rates = [5.0], [20.0]
-        args.default_ramp, args.cheap_ramp = [], []
+        args.default_ramp, args.cheap_ramp = [5.0], [20.0]  # one step each: the ramp code runs too
         args.duration = min(args.duration, 2.0)
+        args.step = min(args.step, 2.0)
     args.scenarios = [
         Scenario("default", DEFAULT_HASH, args.default_rates, args.default_ramp),
         Scenario("cheap", args.cheap_hash, args.cheap_rates, args.cheap_ramp),
