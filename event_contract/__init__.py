@@ -10,6 +10,7 @@ from event_contract.delivery import Delivery, KafkaRecord
 from event_contract.envelope import (
     CONTENT_TYPE,
     EVENT_TYPES,
+    SESSION_END_REASONS,
     SPEC_VERSION,
     Event,
     InvalidEvent,
@@ -21,6 +22,7 @@ from event_contract.envelope import (
 __all__ = [
     "CONTENT_TYPE",
     "EVENT_TYPES",
+    "SESSION_END_REASONS",
     "SPEC_VERSION",
     "Delivery",
     "Event",

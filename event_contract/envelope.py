@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
 
 SPEC_VERSION = "1.0"
 CONTENT_TYPE = "application/json"
@@ -44,10 +44,56 @@ class UserLoginFailed(_Data):
     reason: str = Field(min_length=1, max_length=64)
 
 
+class SessionStarted(_Data):
+    """A login started a session (a refresh-token family) on a device."""
+
+    session_id: uuid.UUID = Field(strict=False)
+    email: str = Field(min_length=3, max_length=320)  # where "new sign-in" mail goes
+    ip: str | None = Field(default=None, max_length=64)
+    user_agent: str | None = Field(default=None, max_length=512)
+    # No earlier session of this user came from this user agent (decided by the write side, so
+    # that a replay makes the same decision).
+    new_device: bool = False
+
+
+class SessionRefreshed(_Data):
+    """A session's refresh token was rotated: the session was used."""
+
+    session_id: uuid.UUID = Field(strict=False)
+
+
+SESSION_END_REASONS = ("logout", "logout-all", "password-change", "deactivation", "reuse-detected")
+
+
 class SessionEnded(_Data):
     session_id: uuid.UUID = Field(strict=False)
-    # logout, logout-all, password-change, deactivation, reuse-detected
+    # One of SESSION_END_REASONS; free text for readers, so a new reason needs no new schema.
     reason: str = Field(min_length=1, max_length=64)
+
+
+class PasswordChanged(_Data):
+    email: str = Field(min_length=3, max_length=320)  # told of the change
+
+
+class EmailChangeRequested(_Data):
+    new_email: str = Field(min_length=3, max_length=320)
+    # The one-time code mailed to ``new_email`` by the notifier. It is only good with the
+    # user's own access token, before ``expires_at``, for a bounded number of tries.
+    code: str = Field(min_length=4, max_length=16)
+    expires_at: AwareDatetime = Field(strict=False)  # an RFC 3339 string in JSON
+
+
+class EmailChanged(_Data):
+    email: str = Field(min_length=3, max_length=320)
+    previous_email: str = Field(min_length=3, max_length=320)  # told of the change
+
+
+class UserDeactivated(_Data):
+    reason: str | None = Field(default=None, max_length=200)
+
+
+class UserReactivated(_Data):
+    pass
 
 
 class UserRoleGranted(_Data):
@@ -67,7 +113,14 @@ EVENT_TYPES: dict[str, type[_Data]] = {
     "UserLoginFailed": UserLoginFailed,
     "UserRoleGranted": UserRoleGranted,
     "UserRoleRevoked": UserRoleRevoked,
+    "SessionStarted": SessionStarted,
+    "SessionRefreshed": SessionRefreshed,
     "SessionEnded": SessionEnded,
+    "PasswordChanged": PasswordChanged,
+    "EmailChangeRequested": EmailChangeRequested,
+    "EmailChanged": EmailChanged,
+    "UserDeactivated": UserDeactivated,
+    "UserReactivated": UserReactivated,
 }
 
 

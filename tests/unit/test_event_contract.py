@@ -41,7 +41,14 @@ def test_envelope_is_cloudevents_1_0():
 
 def test_every_seed_type_is_known():
     assert set(EVENT_TYPES) == {
+        "SessionStarted",
+        "SessionRefreshed",
         "SessionEnded",
+        "PasswordChanged",
+        "EmailChangeRequested",
+        "EmailChanged",
+        "UserDeactivated",
+        "UserReactivated",
         "UserRegistered",
         "UserLoggedIn",
         "UserLoginFailed",
