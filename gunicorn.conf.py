@@ -6,9 +6,10 @@ import shutil
 from settings import load_settings
 
 _settings = load_settings()
-workers = _settings.web_workers
+_read_side = _settings.service_name.startswith("query_api")
+workers = _settings.query_web_workers if _read_side else _settings.web_workers
 worker_class = "gthread"
-threads = _settings.web_threads
+threads = _settings.query_web_threads if _read_side else _settings.web_threads
 # SIGTERM: stop accepting, let running requests finish for up to this long.
 graceful_timeout = 20
 timeout = 30

@@ -68,8 +68,13 @@ class Settings:
     consistency_max_waits: int  # per read API process; the other threads keep serving
     consistency_token_ttl: timedelta
     relay_kick: bool  # commands ask a relay worker to run right after commit
+    # gunicorn processes and threads: web_* of the write API (hashing releases the GIL, so one
+    # process with threads uses both cores), query_web_* of the read API (Python-bound: a
+    # process per core). WEB_CONCURRENCY / WEB_THREADS set both.
     web_workers: int
     web_threads: int
+    query_web_workers: int
+    query_web_threads: int
     # --- relay ---
     relay_batch_size: int
     relay_max_seconds: float
@@ -138,6 +143,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     rabbit = f"127.0.0.1:{text('RABBITMQ_PORT', '5672')}/{text('RABBITMQ_VHOST', 'cqrs')}"
     flower_password = _secret(secrets_dir / "flower")
     celery_metrics = text("CELERY_METRICS_PORT", "")
+    query_threads = integer("QUERY_WEB_THREADS", integer("WEB_THREADS", 4))
     return Settings(
         service_name=text("SERVICE_NAME", "cqrs"),
         data_dir=data_dir,
@@ -179,16 +185,20 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         cors_origins=tuple(o.strip() for o in text("CORS_ORIGINS", "").split(",") if o.strip()),
         consistency_wait_seconds=number("CONSISTENCY_WAIT_SECONDS", 2.0),
         # At most half the threads of a process may wait, so waits never starve other reads.
-        consistency_max_waits=integer("CONSISTENCY_MAX_WAITS", max(1, integer("WEB_THREADS", 4) // 2)),
+        consistency_max_waits=integer("CONSISTENCY_MAX_WAITS", max(1, query_threads // 2)),
         consistency_token_ttl=timedelta(seconds=integer("CONSISTENCY_TOKEN_TTL_SECONDS", 600)),
         relay_kick=flag("RELAY_KICK", True),
-        web_workers=integer("WEB_CONCURRENCY", 2),
-        web_threads=integer("WEB_THREADS", 4),
+        web_workers=integer("WEB_CONCURRENCY", 1),
+        web_threads=integer("WEB_THREADS", 8),
+        query_web_workers=integer("QUERY_WEB_CONCURRENCY", integer("WEB_CONCURRENCY", 2)),
+        query_web_threads=query_threads,
         relay_batch_size=integer("RELAY_BATCH_SIZE", 1000),
         relay_max_seconds=number("RELAY_MAX_SECONDS", 5.0),
         relay_delivery_timeout_ms=integer("RELAY_DELIVERY_TIMEOUT_MS", 10000),
         relay_linger_ms=integer("RELAY_LINGER_MS", 5),
-        relay_interval_seconds=number("RELAY_INTERVAL_SECONDS", 1.0),
+        # Commands kick the relay right after commit (latency); beat's tick is the safety net for
+        # a lost kick or a failed run, and each tick costs relay, beat, broker and Flower CPU.
+        relay_interval_seconds=number("RELAY_INTERVAL_SECONDS", 5.0 if flag("RELAY_KICK", True) else 1.0),
         relay_lock_timeout_seconds=number("RELAY_LOCK_TIMEOUT_SECONDS", 15.0),
         outbox_retention_seconds=integer("OUTBOX_RETENTION_SECONDS", 7 * 24 * 3600),
         outbox_purge_interval_seconds=number("OUTBOX_PURGE_INTERVAL_SECONDS", 600.0),

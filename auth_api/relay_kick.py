@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 
 from celery import Celery
 
@@ -46,6 +47,8 @@ class RelayKicker:
             wanted.wait()
             wanted.clear()  # cleared before sending: a kick set meanwhile triggers one more send
             try:
-                self._celery.send_task(RELAY_TASK, expires=10, retry=False)
+                # kicked_at: every commit this kick covers happened before it, so a relay run
+                # that started reading later has seen them and the relay may skip this kick.
+                self._celery.send_task(RELAY_TASK, kwargs={"kicked_at": time.time()}, expires=10, retry=False)
             except Exception as exc:  # broker down must never fail a committed command
                 log.warning("relay kick not sent: %s", exc)

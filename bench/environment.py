@@ -45,6 +45,12 @@ BENCH_ENV: dict[str, str] = {
     "JWT_PRIVATE_KEY_FILE": str(DATA_DIR / "bench-keys" / "jwt_private.pem"),
     "JWT_PUBLIC_KEY_FILE": str(DATA_DIR / "bench-keys" / "jwt_public.pem"),
     "LOG_LEVEL": "INFO",  # as in production: log lines are part of the cost
+    # The load comes from one address and cycles a few emails: limits as in production would
+    # answer 429 after a second. The limiter still counts every request in Redis (its cost stays
+    # measured); only the thresholds are out of reach. Keys of their own in the shared Redis.
+    "RATE_LIMIT_PER_ADDRESS": "10000000/minute",
+    "RATE_LIMIT_PER_EMAIL": "10000000/minute",
+    "RATE_LIMIT_KEY_PREFIX": "cqrs-bench",
     "PYTHONPATH": str(ROOT),
 }
 
@@ -52,6 +58,7 @@ _FORBIDDEN_DATABASES = {"auth_db", "query_db", "auth_test", "query_test"}
 # A tiny run (``--tiny``, e.g. from the test suite) gets databases and a vhost of its own, so
 # it never empties the tables of a full ``make bench`` running at the same time.
 TINY_SUFFIX = "_tiny"
+_NAMESPACE = os.environ.get("TEST_NAMESPACE", "")
 _lock_file = None  # held for the life of the process: one benchmark per instance at a time
 
 
@@ -109,13 +116,18 @@ def choose_ports(env: dict[str, str]) -> dict[str, str]:
 
 
 def instance_env(tiny: bool) -> dict[str, str]:
-    """BENCH_ENV, or for a tiny run the same with its own databases, vhost and beat schedule."""
+    """BENCH_ENV, or for a tiny run the same with its own databases, vhost and beat schedule.
+
+    With TEST_NAMESPACE=<n> (a checkout of its own, as for the tests) both get a suffix too:
+    two checkouts at different migration heads must not migrate each other's databases."""
     env = dict(BENCH_ENV)
-    env["BENCH_VHOST"] = VHOST + (TINY_SUFFIX if tiny else "")
-    if tiny:
+    suffix = (TINY_SUFFIX if tiny else "") + (f"_ns{_NAMESPACE}" if _NAMESPACE else "")
+    env["BENCH_VHOST"] = VHOST + suffix
+    if suffix:
         for key in ("AUTH_DB_NAME", "QUERY_DB_NAME", "BEAT_SCHEDULE"):
-            env[key] += TINY_SUFFIX
+            env[key] += suffix
         env["RABBITMQ_VHOST"] = env["BENCH_VHOST"]
+        env["RATE_LIMIT_KEY_PREFIX"] += suffix
     return env
 
 

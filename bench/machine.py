@@ -93,11 +93,16 @@ def tree_cpu_seconds(pids: dict[str, int]) -> dict[str, float]:
 
 
 def server_pids() -> dict[str, int]:
-    """PostgreSQL, RabbitMQ and Kafka as services/up.sh recorded them (shared with others!)."""
+    """PostgreSQL, RabbitMQ, Kafka and Redis as services/up.sh recorded them (shared with others!)."""
     from bench.environment import DATA_DIR
 
     pids = {}
-    for name, file in (("postgres", "postgres.pid"), ("rabbitmq", "rabbitmq.pid"), ("kafka", "kafka.pid")):
+    for name, file in (
+        ("postgres", "postgres.pid"),
+        ("rabbitmq", "rabbitmq.pid"),
+        ("kafka", "kafka.pid"),
+        ("redis", "redis.pid"),
+    ):
         try:
             pids[name] = int((DATA_DIR / "run" / file).read_text().split()[0])
         except (OSError, ValueError, IndexError):

@@ -23,6 +23,7 @@ from typing import Any
 
 from bench import common
 from bench.environment import LOG_DIR, ROOT, apply, run_id
+from bench.machine import server_pids, tree_cpu_seconds
 from bench.stats import latency_summary, row, sample
 
 
@@ -63,6 +64,7 @@ def run(args: Any, env: dict[str, str]) -> dict[str, Any]:
     rows: list[dict[str, Any]] = []
     notes: list[str] = []
     series: dict[str, Any] = {}
+    cpu_ms: dict[str, float] = {}
     try:
         procs.start("query_api")
         wait_http_ok(port)
@@ -83,26 +85,59 @@ def run(args: Any, env: dict[str, str]) -> dict[str, Any]:
         ]
         for label, path, token in targets:
             _get(port, path, token)  # warm the connection pools
-            if tool == "wrk":
-                measured = _wrk(port, path, token, args.concurrency, args.duration)
-            else:
-                measured = _python_load(port, path, token, args.concurrency, args.duration)
+            pids = {"query_api": procs.pid("query_api")} | server_pids()
+            before = tree_cpu_seconds(pids)
+            measured = _load(tool, port, path, token, args)
+            used = {k: v - before.get(k, 0.0) for k, v in tree_cpu_seconds(pids).items()}
+            is_me = path == me_path
+            if is_me:
+                served = max(1.0, measured["rps"] * args.duration)
+                cpu_ms = {k: 1000 * v / served for k, v in used.items()}
             rows.append(
                 row(
                     f"{label}: throughput at concurrency {args.concurrency}",
                     round(measured["rps"], 1),
                     "req/s",
+                    ">= 1,500" if is_me else None,
+                    measured["rps"] >= 1500 if is_me else None,
                 )
             )
             rows.append(row(f"{label}: p50 latency", round(measured["p50_ms"], 2), "ms"))
-            rows.append(row(f"{label}: p99 latency", round(measured["p99_ms"], 2), "ms"))
+            rows.append(
+                row(
+                    f"{label}: p99 latency",
+                    round(measured["p99_ms"], 2),
+                    "ms",
+                    "<= 50" if is_me else None,
+                    measured["p99_ms"] <= 50 if is_me else None,
+                )
+            )
             if measured["errors"]:
                 notes.append(f"{label}: {measured['errors']} failed or non-2xx responses")
             series[label] = measured["distribution"]
+        # The yardstick: a bare Flask JSON endpoint served the same way, in the same run.
+        me_rps = next(r["value"] for r in rows if r["metric"].startswith(f"GET {me_path}: throughput"))
+        bare = _bare_flask(env, tool, args)
+        rows.append(
+            row("bare Flask JSON endpoint, same gunicorn: throughput", round(bare["rps"], 1), "req/s")
+        )
+        rows.append(row("bare Flask JSON endpoint: p99 latency", round(bare["p99_ms"], 2), "ms"))
+        ratio = me_rps / bare["rps"] if bare["rps"] else 0.0
+        rows.append(
+            row(
+                f"GET {me_path} requests/s over the bare endpoint's",
+                round(ratio, 2),
+                "",
+                ">= 0.5",
+                ratio >= 0.5,
+            )
+        )
+        cpu_note = ", ".join(f"{k} {v:.3f}" for k, v in sorted(cpu_ms.items(), key=lambda kv: -kv[1]))
+        notes.append(f"GET {me_path}: CPU ms per request by process: {cpu_note}")
         notes.append(
             f"load from {'wrk -t1' if tool == 'wrk' else 'bench/loadgen.py (Python, own process)'}, "
             f"{args.concurrency} connections, {args.duration:g} s per endpoint; {args.users:,} users in the "
-            "read model; gunicorn as in gunicorn.conf.py (WEB_CONCURRENCY=2 x WEB_THREADS=4 gthread)"
+            f"read model; gunicorn as in gunicorn.conf.py ({_serving()})"
         )
     finally:
         procs.stop_all()
@@ -119,6 +154,53 @@ def run(args: Any, env: dict[str, str]) -> dict[str, Any]:
         "series": {"latency": series},
         "notes": notes,
     }
+
+
+def _load(tool: str, port: int, path: str, token: str | None, args: Any) -> dict[str, Any]:
+    if tool == "wrk":
+        return _wrk(port, path, token, args.concurrency, args.duration)
+    return _python_load(port, path, token, args.concurrency, args.duration)
+
+
+def _serving() -> str:
+    from settings import load_settings
+
+    s = load_settings()
+    return f"read API: {s.query_web_workers} processes x {s.query_web_threads} threads, gthread"
+
+
+def _bare_flask(env: dict[str, str], tool: str, args: Any) -> dict[str, Any]:
+    """bench.bare_app under gunicorn with the read API's configuration, measured alike."""
+    import os
+    import signal
+
+    from bench.environment import free_port
+    from bench.processes import wait_http_ok
+    from services.processes import VENV_BIN
+
+    port = free_port()
+    log = LOG_DIR / f"bare-flask-{run_id()}.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    command = [str(VENV_BIN / "gunicorn"), "-c", "gunicorn.conf.py", "--bind", f"127.0.0.1:{port}"]
+    with open(log, "ab") as out:
+        proc = subprocess.Popen(
+            [*command, "bench.bare_app:app"],
+            cwd=ROOT,
+            env={**os.environ, **env, "SERVICE_NAME": "query_api_bare"},
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        wait_http_ok(port, "/users/me")
+        return _load(tool, port, "/users/me", None, args)
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
 
 
 def _fill_read_model(count: int) -> list[uuid.UUID]:
@@ -195,11 +277,11 @@ def _choose_me_endpoint(port: int, token: str, user_id: str) -> tuple[str, str |
     )
 
 
-def _wrk(port: int, path: str, token: str, concurrency: int, duration: float) -> dict[str, Any]:
+def _wrk(port: int, path: str, token: str | None, concurrency: int, duration: float) -> dict[str, Any]:
     command = [
         "wrk", "-t1", f"-c{concurrency}", f"-d{max(1, round(duration))}s", "--latency", "--timeout", "10s",
         "-s", str(ROOT / "bench" / "wrk_report.lua"),
-        "-H", f"Authorization: Bearer {token}",
+        *(["-H", f"Authorization: Bearer {token}"] if token else []),
         f"http://127.0.0.1:{port}{path}",
     ]  # fmt: skip
     out = subprocess.run(command, capture_output=True, text=True, timeout=duration + 60, check=True).stdout
@@ -216,10 +298,12 @@ def _wrk(port: int, path: str, token: str, concurrency: int, duration: float) ->
     }
 
 
-def _python_load(port: int, path: str, token: str, concurrency: int, duration: float) -> dict[str, Any]:
+def _python_load(
+    port: int, path: str, token: str | None, concurrency: int, duration: float
+) -> dict[str, Any]:
     from bench.loadgen import run_closed
 
-    spec = {"kind": "get", "path": path, "headers": {"Authorization": f"Bearer {token}"}}
+    spec = {"kind": "get", "path": path, "headers": {"Authorization": f"Bearer {token}"} if token else {}}
     records = run_closed(spec, port, concurrency, duration)
     ok = [r for r in records if 200 <= r[4] < 300]
     latencies = [(r[3] - r[2]) * 1000 for r in ok]

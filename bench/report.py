@@ -10,7 +10,7 @@ from typing import Any
 
 from bench.environment import ROOT
 
-ORDER = ["relay", "projection", "e2e", "read_api", "write_api"]
+ORDER = ["relay", "projection", "e2e", "read_api", "write_api", "consistency", "idle"]
 
 
 def build(results_dir: Path, summaries: dict[str, dict[str, Any]], meta: dict[str, Any]) -> dict[str, Any]:
@@ -56,6 +56,47 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
+def scoreboard(document: dict[str, Any]) -> list[str]:
+    """Every figure that has a target (issue 13's and earlier issues'), with PASS or MISS."""
+    lines = ["| benchmark | figure | value | unit | target | |", "|---|---|---:|---|---|---|"]
+    for name in ORDER:
+        run = document["runs"].get(name)
+        if run is None or not run.get("ok"):
+            continue
+        for r in document["results"][name].get("rows", []):
+            if r.get("ok") is None:
+                continue
+            verdict = "PASS" if r["ok"] else "**MISS**"
+            value, unit = _fmt(r["value"]), r.get("unit", "")
+            lines.append(f"| {name} | {r['metric']} | {value} | {unit} | {r['target']} | {verdict} |")
+    return lines
+
+
+def machine_lines(document: dict[str, Any]) -> list[str]:
+    """How busy the machine was during each benchmark (others' work skews a 2-core figure)."""
+    out = []
+    for name in ORDER:
+        run = document["runs"].get(name)
+        if not run:
+            continue
+        during = run.get("machine_during") or {}
+        before = run.get("machine_before") or {}
+        if not during:
+            out.append(f"- {name}: {run.get('command')}")
+            continue
+        out.append(
+            f"- {name}: {run.get('seconds', 0):.0f} s; machine busy during it "
+            f"{100 * during.get('busy', 0):.0f}% of {document['meta'].get('cpus')} cores, load average "
+            f"{during.get('loadavg_1m', '?')} at the end"
+            + (
+                f"; busy {100 * before['busy_before']:.0f}% before the start"
+                if "busy_before" in before
+                else ""
+            )
+        )
+    return out
+
+
 def table_rows(document: dict[str, Any]) -> list[str]:
     lines = ["| benchmark | metric | value | unit | target | |", "|---|---|---:|---|---|---|"]
     for name in ORDER:
@@ -88,6 +129,16 @@ def to_markdown(document: dict[str, Any]) -> str:
         ),
         f"- command: `{meta.get('command')}`",
         f"- machine: {meta.get('cpus')} cores, git {meta.get('git')}",
+        "",
+        "## Every figure with a target (issue 13's and earlier ones)",
+        "",
+        *scoreboard(document),
+        "",
+        "Machine load (every benchmark shares this machine with whatever else runs on it):",
+        "",
+        *machine_lines(document),
+        "",
+        "## Every figure",
         "",
         *table_rows(document),
         "",
@@ -133,8 +184,9 @@ def plot_all(results_dir: Path, results: dict[str, Any]) -> list[Path]:
         path = maker(results_dir, results)
         if path is not None:
             made.append(path)
-    for name in ("e2e",):
-        path = _ramp_plot(results_dir, results, name)
+    ramps = results.get("e2e", {}).get("series", {}).get("phases", {})
+    for key in [k for k in ramps if k.startswith("ramp")]:
+        path = _ramp_plot(results_dir, results, "e2e", key)
         if path is not None:
             made.append(path)
     return made
@@ -155,7 +207,7 @@ def _throughput_plot(results_dir: Path, results: dict[str, Any]) -> Path | None:
     for name in ("e2e",):
         if name not in results:
             continue
-        phases = {k: v for k, v in results[name]["series"]["phases"].items() if k != "ramp"}
+        phases = {k: v for k, v in results[name]["series"]["phases"].items() if not k.startswith("ramp")}
         lines = {}
         for label, phase in phases.items():
             lines[f"{label} sent"] = phase["sent_per_s"]
@@ -211,7 +263,7 @@ def _latency_plot(results_dir: Path, results: dict[str, Any]) -> Path | None:
     lines = {}
     for name in ("e2e",):
         for label, phase in results.get(name, {}).get("series", {}).get("phases", {}).items():
-            if label != "ramp" and phase.get("lag_ms"):
+            if not label.startswith("ramp") and phase.get("lag_ms"):
                 lines[f"{name} {label}"] = {"kind": "samples", "values": phase["lag_ms"]}
     panels.append(("end to end: command answered -> visible in the read model", lines))
     for name, title in (
@@ -248,10 +300,10 @@ def _latency_plot(results_dir: Path, results: dict[str, Any]) -> Path | None:
     return path
 
 
-def _ramp_plot(results_dir: Path, results: dict[str, Any], name: str) -> Path | None:
+def _ramp_plot(results_dir: Path, results: dict[str, Any], name: str, key: str = "ramp") -> Path | None:
     import matplotlib.pyplot as plt
 
-    ramp = results.get(name, {}).get("series", {}).get("phases", {}).get("ramp")
+    ramp = results.get(name, {}).get("series", {}).get("phases", {}).get(key)
     if not ramp:
         return None
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(9, 6.4), sharex=True)
@@ -267,7 +319,7 @@ def _ramp_plot(results_dir: Path, results: dict[str, Any], name: str) -> Path | 
         offset += end + 1.0
     top.set_yscale("log")
     top.set_ylabel("lag, ms (log)")
-    top.set_title(f"{name} ramp: lag of each command (answer -> visible)")
+    top.set_title(f"{name} {key}: lag of each command (answer -> visible)")
     top.legend(fontsize=8, markerscale=4)
     top.grid(True, alpha=0.3)
     bottom.set_ylabel("per s")
@@ -275,7 +327,7 @@ def _ramp_plot(results_dir: Path, results: dict[str, Any], name: str) -> Path | 
     bottom.legend(["commands sent", "events visible"], fontsize=8)
     bottom.grid(True, alpha=0.3)
     fig.tight_layout()
-    path = results_dir / f"{name}_ramp.png"
+    path = results_dir / f"{name}_{key.replace(' ', '_')}.png"
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path

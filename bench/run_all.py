@@ -25,7 +25,7 @@ from typing import Any
 
 from bench import report
 from bench.environment import BENCH_ENV, RESULTS_DIR, ROOT
-from bench.machine import wait_until_quiet
+from bench.machine import BusyMeter, wait_until_quiet
 
 # name -> (module, arguments of a full run, arguments of a tiny run or None to skip it)
 SCRIPTS: dict[str, tuple[str, list[str], list[str] | None]] = {
@@ -35,6 +35,7 @@ SCRIPTS: dict[str, tuple[str, list[str], list[str] | None]] = {
     "read_api": ("bench.read_api_bench", [], []),
     "write_api": ("bench.write_api_bench", [], []),
     "consistency": ("bench.consistency_bench", [], []),
+    "idle": ("bench.idle_bench", [], []),
 }
 
 
@@ -100,6 +101,7 @@ def main(argv: list[str] | None = None) -> int:
         shown = " ".join(["python", *command[1:]]).replace(str(ROOT) + "/", "")
         print(f"\n### {name}: {shown}", flush=True)
         t0 = time.monotonic()
+        meter = BusyMeter().start()
         try:
             proc = subprocess.run(command, cwd=ROOT, env=env, timeout=args.timeout, check=False)
             ok = proc.returncode == 0 and out.exists()
@@ -112,6 +114,7 @@ def main(argv: list[str] | None = None) -> int:
             "seconds": round(time.monotonic() - t0, 1),
             "command": shown,
             "machine_before": machine,
+            "machine_during": {"busy": meter.stop(), "loadavg_1m": round(os.getloadavg()[0], 2)},
         }
     if args.only or args.skip:
         _keep_earlier_results(results_dir, summaries)
@@ -125,6 +128,8 @@ def main(argv: list[str] | None = None) -> int:
     }
     document = report.build(results_dir, summaries, meta)
     print("\n" + "\n".join(report.table_rows(document)))
+    print("\nIssue 13, every figure beside its target:\n" + "\n".join(report.scoreboard(document)))
+    print("\n".join(report.machine_lines(document)))
     print(f"\nresults: {results_dir}/results.md, results.json, " + ", ".join(document["plots"]))
     print(f"total {time.monotonic() - started:.1f} s")
     return 0 if all(s["ok"] for s in summaries.values()) else 1

@@ -79,7 +79,8 @@ def make_celery(settings: Settings, *, include_tasks: bool = False) -> ServiceCe
                 "options": {"expires": settings.outbox_purge_interval_seconds},
             },
         },
-        beat_max_loop_interval=1,
+        # Beat sleeps until its next tick; nothing else wakes it.
+        beat_max_loop_interval=min(settings.relay_interval_seconds, 5.0),
         timezone="UTC",
         enable_utc=True,
     )

@@ -21,5 +21,12 @@ def test_every_benchmark_runs_and_reports(tmp_path):
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
     report = json.loads((tmp_path / "results.json").read_text())
     assert report  # figures of every benchmark, whatever their values
-    assert (tmp_path / "results.md").read_text().startswith("# Benchmark results")
+    markdown = (tmp_path / "results.md").read_text()
+    assert markdown.startswith("# Benchmark results")
+    # Issue 13: every figure with a target is listed with PASS or MISS, and the machine's load.
+    board = markdown.split("## Every figure with a target", 1)[1].split("## Every figure\n", 1)[0]
+    verdicts = [line for line in board.splitlines() if line.endswith(("| PASS |", "| **MISS** |"))]
+    for benchmark in ("write_api", "e2e", "read_api", "idle"):
+        assert any(line.startswith(f"| {benchmark} |") for line in verdicts), benchmark
+    assert "machine busy during it" in markdown
     assert list(tmp_path.glob("*.png")), "no plots written"
