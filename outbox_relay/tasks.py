@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import random
 
 from celery import Task, shared_task
 from celery.signals import worker_process_shutdown
@@ -16,7 +17,7 @@ from sqlalchemy.exc import DBAPIError
 
 from celery_config.app import PURGE_TASK, RELAY_TASK
 from celery_config.engines import worker_engine
-from outbox_relay.relay import kafka_producer, purge_published, relay_outbox
+from outbox_relay.relay import kafka_producer, purge_published, relay_shards
 from settings import Settings
 
 log = logging.getLogger(__name__)
@@ -59,10 +60,14 @@ def relay_kafka_wait_seconds(settings: Settings) -> float:
 def relay_outbox_task(self: Task) -> dict[str, int | bool]:
     settings: Settings = self.app.settings
     try:
-        result = relay_outbox(
+        # Each run starts at a random shard: concurrent runs (relay workers, pool processes)
+        # take different shards' locks and publish in parallel.
+        result = relay_shards(
             worker_engine(settings.relay_database_url),
             _producer(settings),
             settings.kafka_topic,
+            shards=settings.relay_shards,
+            first=random.randrange(settings.relay_shards),
             batch_size=settings.relay_batch_size,
             max_seconds=settings.relay_max_seconds,
             delivery_timeout_s=relay_kafka_wait_seconds(settings),

@@ -114,8 +114,13 @@ def create_topic(
     """Create ``topic`` if missing and return once every partition has a leader.
 
     The one topic creator of the project: ``services/up.sh`` (through ``main``), the tests and
-    the benchmarks call it. Raises ``TopicError`` when the deadline passes.
+    the benchmarks call it. Raises ``TopicError`` when the deadline passes. On the cluster
+    profile: replication factor 3 and ``min_insync_replicas`` 2, so an event acknowledged
+    with acks=all is on two brokers.
     """
+    config = dict(TOPIC_CONFIG)
+    if min_insync_replicas is not None:
+        config["min.insync.replicas"] = str(min_insync_replicas)
     deadline = time.monotonic() + timeout
     admin = AdminClient({"bootstrap.servers": bootstrap, "socket.timeout.ms": 10000})
 
