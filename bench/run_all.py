@@ -35,6 +35,7 @@ SCRIPTS: dict[str, tuple[str, list[str], list[str] | None]] = {
     "read_api": ("bench.read_api_bench", [], []),
     "write_api": ("bench.write_api_bench", [], []),
     "consistency": ("bench.consistency_bench", [], []),
+    "scaling": ("bench.scaling_bench", [], []),
 }
 
 
