@@ -164,20 +164,27 @@ cmd_start() {
     fi
 
     log "starting PostgreSQL ($bindir) on $PGHOST_TCP:$PGPORT"
-    if ! as_pg "$bindir/pg_ctl" -D "$PGDATA_DIR" -l "$PG_LOG" -w -t "$PG_START_TIMEOUT" \
-        -o "-p $PGPORT -k $PG_SOCKET_DIR" start >/dev/null; then
-        tail_log "$PG_LOG"
-        die "pg_ctl start failed"
+    pg_ctl_start "$bindir" "$PGDATA_DIR" "$PGPORT" "$PG_LOG" "$PG_PIDFILE"
+    log "PostgreSQL running (pid $(read_pid "$PG_PIDFILE")) on $PGHOST_TCP:$PGPORT"
+}
+
+# pg_ctl_start BINDIR DATA PORT LOG PIDFILE [SERVER OPTION...]: start a cluster, record its
+# postmaster's PID, wait until it accepts TCP connections.
+pg_ctl_start() {
+    local bindir="$1" data="$2" port="$3" logfile="$4" pidfile="$5" pid
+    shift 5
+    if ! as_pg "$bindir/pg_ctl" -D "$data" -l "$logfile" -w -t "$PG_START_TIMEOUT" \
+        -o "-p $port -k $PG_SOCKET_DIR $*" start >/dev/null; then
+        tail_log "$logfile"
+        die "pg_ctl start of $data failed"
     fi
-    local pid
-    pid="$(head -n 1 "$PGDATA_DIR/postmaster.pid" 2>/dev/null || true)"
-    [[ "$pid" =~ ^[0-9]+$ ]] || die "no PID in $PGDATA_DIR/postmaster.pid"
-    printf '%s\n' "$pid" >"$PG_PIDFILE"
-    if ! wait_for_port "$PGHOST_TCP" "$PGPORT" 30 "$pid"; then
-        tail_log "$PG_LOG"
-        die "PostgreSQL (pid $pid) does not accept TCP connections on $PGHOST_TCP:$PGPORT"
+    pid="$(head -n 1 "$data/postmaster.pid" 2>/dev/null || true)"
+    [[ "$pid" =~ ^[0-9]+$ ]] || die "no PID in $data/postmaster.pid"
+    printf '%s\n' "$pid" >"$pidfile"
+    if ! wait_for_port "$PGHOST_TCP" "$port" 30 "$pid"; then
+        tail_log "$logfile"
+        die "PostgreSQL (pid $pid) does not accept TCP connections on $PGHOST_TCP:$port"
     fi
-    log "PostgreSQL running (pid $pid) on $PGHOST_TCP:$PGPORT"
 }
 
 cmd_stop() {
@@ -256,17 +263,9 @@ cmd_replica_start() {
         fi
     fi
     log "starting the replica on $PGHOST_TCP:$PG_REPLICA_PORT"
-    if ! as_pg "$bindir/pg_ctl" -D "$PG_REPLICA_DATA" -l "$PG_REPLICA_LOG" -w -t "$PG_START_TIMEOUT" \
-        -o "-p $PG_REPLICA_PORT -k $PG_SOCKET_DIR -c hot_standby=on" start >/dev/null; then
-        tail_log "$PG_REPLICA_LOG"
-        die "pg_ctl start of the replica failed"
-    fi
-    local pid
-    pid="$(head -n 1 "$PG_REPLICA_DATA/postmaster.pid" 2>/dev/null || true)"
-    [[ "$pid" =~ ^[0-9]+$ ]] || die "no PID in $PG_REPLICA_DATA/postmaster.pid"
-    printf '%s\n' "$pid" >"$PG_REPLICA_PIDFILE"
-    wait_for_port "$PGHOST_TCP" "$PG_REPLICA_PORT" 30 "$pid" || die "the replica does not answer on $PG_REPLICA_PORT"
-    log "replica running (pid $pid) on $PGHOST_TCP:$PG_REPLICA_PORT, streaming from $PGPORT"
+    pg_ctl_start "$bindir" "$PG_REPLICA_DATA" "$PG_REPLICA_PORT" "$PG_REPLICA_LOG" "$PG_REPLICA_PIDFILE" \
+        -c hot_standby=on
+    log "replica running (pid $(read_pid "$PG_REPLICA_PIDFILE")) on $PGHOST_TCP:$PG_REPLICA_PORT, streaming from $PGPORT"
 }
 
 cmd_replica_stop() {
