@@ -34,6 +34,13 @@ def test_a_paused_replica_never_answers_a_consistency_read_stale(system):
     assert system.query("/users/me", alice.token, headers=consistent(alice)).status_code == 200
     cluster.replica_sql("SELECT pg_wal_replay_pause()")
     try:
+        # A pause is requested, then takes effect at the next WAL record.
+        wait_until(
+            lambda: cluster.replica_sql("SELECT pg_get_wal_replay_pause_state()") == "paused",
+            timeout=30,
+            interval=0.1,
+            what="the replica's replay paused",
+        )
         login = system.login(alice.email)
         assert login.status_code == 200
         newer = {"X-Consistency-Token": login.json()["consistency_token"]}
