@@ -14,7 +14,8 @@
 #   services/kafka.sh broker-start N | broker-stop N | broker-kill N   # one node (1..3); kill = SIGKILL
 # Node N listens on ${KAFKA_CLUSTER_PORT:-9192}+N-1, its controller on KAFKA_CLUSTER_PORT+10+N-1;
 # data $DATA_DIR/kafka-cluster-<KAFKA_CLUSTER_PORT>/, logs $DATA_DIR/log/kafka-cluster-<port>-N.log,
-# heap ${KAFKA_CLUSTER_HEAP_OPTS:--Xms256m -Xmx384m} each (three fit beside the single broker).
+# heap ${KAFKA_CLUSTER_HEAP_OPTS:--Xms256m -Xmx384m} each (three fit beside the single broker),
+# start timeout ${KAFKA_CLUSTER_START_TIMEOUT:-300} s per node.
 #
 # Bootstrap 127.0.0.1:${KAFKA_PORT:-9092}, controller 127.0.0.1:${KAFKA_CONTROLLER_PORT:-9093}.
 # Version ${KAFKA_VERSION:-see services/kafka/pom.xml}; data $DATA_DIR/kafka/data, config
@@ -270,7 +271,9 @@ launch_node() {
 wait_node() {
     local n="$1" pid rc=0
     pid="$(read_pid "$(node_pidfile "$n")")"
-    wait_for_port "$KAFKA_HOST" "$(node_port "$n")" "$KAFKA_START_TIMEOUT" "$pid" || rc=$?
+    # Longer than the single broker's: three JVMs start at once, and a node killed mid-write
+    # recovers its logs first (over 90 s on a loaded 2-core machine).
+    wait_for_port "$KAFKA_HOST" "$(node_port "$n")" "${KAFKA_CLUSTER_START_TIMEOUT:-300}" "$pid" || rc=$?
     if ((rc != 0)); then
         tail_log "$(node_log "$n")" 30
         die "cluster node $n (pid $pid) did not open $KAFKA_HOST:$(node_port "$n")"

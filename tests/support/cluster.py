@@ -16,7 +16,7 @@ SERVICES = ROOT / "services"
 NODES = (1, 2, 3)
 
 
-def _service(script: str, *args: str, timeout: float = 240) -> None:
+def _service(script: str, *args: str, timeout: float = 420) -> None:
     env = {**os.environ, "KAFKA_CLUSTER_PORT": KAFKA_CLUSTER_PORT, "PG_REPLICA_PORT": PG_REPLICA_PORT}
     subprocess.run(["bash", str(SERVICES / script), *args], env=env, check=True, timeout=timeout)
 
