@@ -7,13 +7,14 @@ BIN := $(VENV)/bin
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 export PYTHONPATH := $(CURDIR)
 
-.PHONY: help install services tools migrate keys run test test-unit lint bench down clean
+.PHONY: help install services tools migrate keys run test test-cluster test-unit lint bench down clean
 
 help:
 	@echo "make run     start servers and every process of the system (Ctrl-C stops them)"
 	@echo "make test    start servers and run the whole test suite"
 	@echo "make bench   run the benchmarks (results in bench/results/)"
 	@echo "make test-unit  the tests that need no server (seconds)"
+	@echo "make test-cluster  broker, projector and replica faults on three Kafka brokers and a read replica"
 	@echo "make lint    ruff and the import-layer contracts"
 	@echo "make down    stop PostgreSQL, RabbitMQ and Kafka started by services/up.sh"
 
@@ -50,6 +51,12 @@ run: migrate keys
 
 test: migrate keys tools lint
 	$(BIN)/python -m pytest
+
+# The cluster profile's fault tests (tests/cluster): the session starts three KRaft brokers and
+# a streaming replica of PostgreSQL on its own ports (TEST_NAMESPACE shifts them), beside the
+# shared single broker, and runs the whole system on them.
+test-cluster: migrate keys
+	TEST_KAFKA_CLUSTER=1 TEST_PG_REPLICA=1 $(BIN)/python -m pytest tests/cluster -v
 
 test-unit: install
 	$(BIN)/python -m pytest tests/unit -q

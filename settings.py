@@ -11,7 +11,7 @@ database URL names its own role, with the password ``services/`` generated in SE
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -32,7 +32,7 @@ class Settings:
     query_database_url: str  # the read API: SELECT only
     broker_url: str
     flower_basic_auth: str | None  # "user:password"; Flower refuses to start without one
-    kafka_bootstrap: str
+    kafka_bootstrap: str  # one broker or several, comma-separated: clients take either as is
     kafka_topic: str
     consumer_group: str
     # --- tokens ---
@@ -82,6 +82,7 @@ class Settings:
     relay_linger_ms: int  # how long the producer gathers a batch before sending it
     relay_interval_seconds: float
     relay_lock_timeout_seconds: float  # a relay silent this long in its transaction loses the lock
+    relay_shards: int  # users split over this many relay locks (a stable hash of the user id)
     outbox_retention_seconds: int
     outbox_purge_interval_seconds: float
     # --- projector and projection workers ---
@@ -128,15 +129,17 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     data_dir = Path(text("DATA_DIR", str(ROOT / ".data")))
     secrets_dir = Path(text("SECRETS_DIR", str(data_dir / "secrets")))
     pg = f"127.0.0.1:{text('PGPORT', '5432')}"
+    # PG_REPLICA_PORT: the read API reads a streaming replica (services/postgres.sh replica-start).
+    pg_reads = f"127.0.0.1:{text('PG_REPLICA_PORT', '')}" if text("PG_REPLICA_PORT", "") else pg
     # The names services/postgres.sh gives the roles and databases (tests pass their own).
     role_prefix = text("PG_ROLE_PREFIX", "cqrs")
     auth_db, query_db = text("AUTH_DB_NAME", "auth_db"), text("QUERY_DB_NAME", "query_db")
     notify_db = text("NOTIFY_DB_NAME", "notify_db")
 
-    def database(variable: str, role: str, name: str) -> str:
+    def database(variable: str, role: str, name: str, server: str = pg) -> str:
         role = f"{role_prefix}_{role}"
         password = _secret(secrets_dir / "postgres" / role)
-        return text(variable, f"postgresql+psycopg2://{role}:{password}@{pg}/{name}")
+        return text(variable, f"postgresql+psycopg2://{role}:{password}@{server}/{name}")
 
     rabbit_user = text("RABBITMQ_USER", "cqrs")
     rabbit_password = _secret(secrets_dir / "rabbitmq" / rabbit_user)
@@ -152,11 +155,11 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         auth_database_url=database("AUTH_DATABASE_URL", "auth", auth_db),
         relay_database_url=database("RELAY_DATABASE_URL", "relay", auth_db),
         projection_database_url=database("PROJECTION_DATABASE_URL", "projection", query_db),
-        query_database_url=database("QUERY_DATABASE_URL", "reader", query_db),
+        query_database_url=database("QUERY_DATABASE_URL", "reader", query_db, pg_reads),
         broker_url=text("CELERY_BROKER_URL", f"amqp://{rabbit_user}:{rabbit_password}@{rabbit}"),
         flower_basic_auth=text("FLOWER_BASIC_AUTH", f"flower:{flower_password}" if flower_password else "")
         or None,
-        kafka_bootstrap=text("KAFKA_BOOTSTRAP_SERVERS", f"127.0.0.1:{text('KAFKA_PORT', '9092')}"),
+        kafka_bootstrap=text("KAFKA_BOOTSTRAP_SERVERS", _kafka_bootstrap(text)),
         kafka_topic=text("KAFKA_TOPIC", "user-events"),
         consumer_group=text("PROJECTOR_GROUP_ID", "query-projector"),
         jwt_private_key_file=text("JWT_PRIVATE_KEY_FILE", str(data_dir / "keys" / "jwt_private.pem")),
@@ -200,6 +203,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         # a lost kick or a failed run, and each tick costs relay, beat, broker and Flower CPU.
         relay_interval_seconds=number("RELAY_INTERVAL_SECONDS", 5.0 if flag("RELAY_KICK", True) else 1.0),
         relay_lock_timeout_seconds=number("RELAY_LOCK_TIMEOUT_SECONDS", 15.0),
+        relay_shards=max(1, integer("RELAY_SHARDS", 1)),
         outbox_retention_seconds=integer("OUTBOX_RETENTION_SECONDS", 7 * 24 * 3600),
         outbox_purge_interval_seconds=number("OUTBOX_PURGE_INTERVAL_SECONDS", 600.0),
         projector_batch_size=integer("PROJECTOR_BATCH_SIZE", 500),
@@ -228,6 +232,15 @@ def _choice(name: str, value: str, allowed: tuple[str, ...]) -> str:
     if value not in allowed:
         raise ValueError(f"{name} must be one of {', '.join(allowed)}, not {value!r}")
     return value
+
+
+def _kafka_bootstrap(text: Callable[[str, str], str]) -> str:
+    """The broker services/up.sh starts: one, or with KAFKA_CLUSTER=1 the three of the cluster
+    profile (services/kafka.sh: ports KAFKA_CLUSTER_PORT, +1, +2)."""
+    if text("KAFKA_CLUSTER", "0").lower() in ("1", "true", "yes", "on"):
+        first = int(text("KAFKA_CLUSTER_PORT", "9192"))
+        return ",".join(f"127.0.0.1:{first + n}" for n in range(3))
+    return f"127.0.0.1:{text('KAFKA_PORT', '9092')}"
 
 
 def _secret(path: Path) -> str:

@@ -36,6 +36,7 @@ SCRIPTS: dict[str, tuple[str, list[str], list[str] | None]] = {
     "write_api": ("bench.write_api_bench", [], []),
     "consistency": ("bench.consistency_bench", [], []),
     "idle": ("bench.idle_bench", [], []),
+    "scaling": ("bench.scaling_bench", [], []),
 }
 
 

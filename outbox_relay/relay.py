@@ -1,4 +1,10 @@
-"""Relaying the outbox to Kafka: one relay at a time, in id order, nothing unconfirmed marked.
+"""Relaying the outbox to Kafka: one relay at a time per shard, in id order, nothing unconfirmed marked.
+
+Shards (``RELAY_SHARDS``): users are split over N shards by a stable hash of the user id
+(the first 32 bits of its MD5, the same in SQL and in ``shard_of``), each shard with its own
+advisory lock, so N relays publish in parallel while one user's events, all in one shard,
+stay in order. Change the shard count only with every relay stopped: a relay still running
+with the old count would share users with a new shard under another lock.
 
 Rows are selected as "not yet published", never as "after the last id sent": ids come
 from a sequence and a row with a smaller id may commit after a larger one.
@@ -18,9 +24,11 @@ batch must stay below the bound, or a healthy relay waiting on a slow Kafka woul
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import time
+import uuid
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,7 +52,21 @@ _BOUND = text(
 )
 
 # pg advisory lock key of the relay ("outbox" in ASCII); other relays skip while it is held.
+# Shard k of N > 1 takes RELAY_LOCK_KEY + k.
 RELAY_LOCK_KEY = 0x6F7574626F78
+# The shard of a row's user: the first 32 bits of md5(user id) modulo the shard count.
+_SHARD_OF_ROW = "(('x' || left(md5(user_id::text), 8))::bit(32)::bigint % :shards) = :shard"
+
+
+def shard_of(user_id: uuid.UUID | str, shards: int) -> int:
+    """The relay shard of a user (the SQL filter computes the same)."""
+    return int(hashlib.md5(str(user_id).encode()).hexdigest()[:8], 16) % shards
+
+
+def shard_lock_key(shard: int, shards: int) -> int:
+    if not 0 <= shard < shards:
+        raise ValueError(f"shard {shard} outside 0..{shards - 1}")
+    return RELAY_LOCK_KEY + (shard if shards > 1 else 0)
 
 
 @dataclass(frozen=True)
@@ -82,11 +104,16 @@ def relay_outbox(
     max_seconds: float = 5.0,
     delivery_timeout_s: float = 10.0,
     lock_timeout_s: float = 30.0,
+    shard: int = 0,
+    shards: int = 1,
 ) -> RelayResult:
-    """Publish unpublished rows batch by batch until none are left or time runs out.
+    """Publish unpublished rows (of ``shard`` of ``shards``) batch by batch until none are
+    left or time runs out.
 
     A relay silent for ``lock_timeout_s`` inside its transaction loses its session and lock.
     """
+    lock_key = shard_lock_key(shard, shards)
+    in_shard = f" AND {_SHARD_OF_ROW}" if shards > 1 else ""
     if delivery_timeout_s >= lock_timeout_s:
         raise ValueError("the Kafka wait must be shorter than the relay's lock timeout")
     bound_ms = str(int(lock_timeout_s * 1000))
@@ -107,15 +134,15 @@ def relay_outbox(
             )
             # A transaction-scoped lock: released by commit, rollback or a dead connection.
             if not conn.execute(
-                text("SELECT pg_try_advisory_xact_lock(:key)"), {"key": RELAY_LOCK_KEY}
+                text("SELECT pg_try_advisory_xact_lock(:key)"), {"key": lock_key}
             ).scalar():
                 return RelayResult(published=published, locked_out=True, request_ids=tuple(request_ids))
             rows = conn.execute(
                 text(
                     "SELECT id, user_id, payload, headers, event_type FROM outbox"
-                    " WHERE published_at IS NULL ORDER BY id LIMIT :limit"
+                    f" WHERE published_at IS NULL{in_shard} ORDER BY id LIMIT :limit"
                 ),
-                {"limit": batch_size},
+                {"limit": batch_size, "shard": shard, "shards": shards},
             ).all()
             if not rows:
                 return RelayResult(published=published, request_ids=tuple(request_ids))
@@ -140,6 +167,37 @@ def relay_outbox(
             return RelayResult(published=published, request_ids=ids)
         if time.monotonic() >= deadline:
             return RelayResult(published=published, more_pending=True, request_ids=ids)
+
+
+def relay_shards(
+    engine: Engine,
+    producer: Producer,
+    topic: str,
+    *,
+    shards: int,
+    first: int = 0,
+    max_seconds: float = 5.0,
+    **options: Any,
+) -> RelayResult:
+    """Relay every shard whose lock is free, starting at ``first`` (relays started at different
+    shards spread over them), within one time budget; the results summed."""
+    deadline = time.monotonic() + max_seconds
+    total = RelayResult(locked_out=True)
+    for k in range(shards):
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return RelayResult(total.published, total.locked_out, total.failed, True, total.request_ids)
+        result = relay_outbox(
+            engine, producer, topic, shard=(first + k) % shards, shards=shards, max_seconds=left, **options
+        )
+        total = RelayResult(
+            published=total.published + result.published,
+            locked_out=total.locked_out and result.locked_out,
+            failed=total.failed + result.failed,
+            more_pending=total.more_pending or result.more_pending,
+            request_ids=total.request_ids + result.request_ids,
+        )
+    return total
 
 
 def _produce_and_wait(producer: Producer, topic: str, rows: list[Any], timeout_s: float) -> list[int]:

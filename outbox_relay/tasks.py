@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import random
 import time
 
 from celery import Task, shared_task
@@ -17,7 +18,7 @@ from sqlalchemy.exc import DBAPIError
 
 from celery_config.app import PURGE_TASK, RELAY_TASK
 from celery_config.engines import worker_engine
-from outbox_relay.relay import kafka_producer, purge_published, relay_outbox
+from outbox_relay.relay import kafka_producer, purge_published, relay_shards
 from settings import Settings
 
 log = logging.getLogger(__name__)
@@ -77,10 +78,14 @@ def relay_outbox_task(self: Task, kicked_at: float | None = None) -> dict[str, i
         return {"published": 0, "failed": 0, "covered": True}
     started = time.time()
     try:
-        result = relay_outbox(
+        # Each run starts at a random shard: concurrent runs (relay workers, pool processes)
+        # take different shards' locks and publish in parallel.
+        result = relay_shards(
             worker_engine(settings.relay_database_url),
             _producer(settings),
             settings.kafka_topic,
+            shards=settings.relay_shards,
+            first=random.randrange(settings.relay_shards),
             batch_size=settings.relay_batch_size,
             max_seconds=settings.relay_max_seconds,
             delivery_timeout_s=relay_kafka_wait_seconds(settings),

@@ -36,6 +36,10 @@ def consumer_config(settings: Settings, **overrides: Any) -> dict[str, Any]:
         "enable.auto.commit": False,
         "enable.auto.offset.store": False,
         "auto.offset.reset": "earliest",
+        # Several projectors share the partitions (one group). Cooperative rebalancing moves
+        # only the partitions that change owner: the others keep flowing while a projector
+        # joins or leaves, instead of every member stopping for each rebalance.
+        "partition.assignment.strategy": "cooperative-sticky",
         # A dead projector's partitions move to a live one within seconds, not 45 s.
         "session.timeout.ms": 10000,
         "heartbeat.interval.ms": 2000,
@@ -205,6 +209,8 @@ class Projector:
             consumer.pause(partitions)
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        # Cooperative: only the partitions leaving this member. What was handed over is
+        # committed before they go (their next owner starts there); the rest stays ours.
         log.info("projector: revoked %s", [p.partition for p in partitions])
         self._commit_pending()
 

@@ -12,6 +12,14 @@ total (``CONSISTENCY_MAX_WAITS`` per process, below its thread count, so waiting
 never take every thread from the others); past a bound the answer is 503 with Retry-After
 at once. A waiter sleeps until the projection's NOTIFY (``LISTEN
 read_model_applied`` on one connection per process) or a short fallback tick, then checks.
+
+On a streaming replica (``PG_REPLICA_PORT``, a hot standby): every check runs on the server
+the request then reads, so "caught up" means the events are replayed *there*; a replica that
+lags makes the caller wait (bounded), never read stale. A standby runs no LISTEN and gets
+the primary's NOTIFY never, so waiters there poll every ``STANDBY_TICK`` (the waits are
+bounded per process, so is the polling). The per-caller wait lock is then the replica's
+own (advisory locks are local to a server): one wait per caller per replica. A stopped
+replica is a database error: 503 with Retry-After, as for any unreachable database.
 """
 
 from __future__ import annotations
@@ -35,6 +43,8 @@ from web.problems import Problem
 HEADER = "X-Consistency-Token"
 CHANNEL = "read_model_applied"
 FALLBACK_TICK = 0.25  # a missed notification costs at most this much
+STANDBY_TICK = 0.05  # a standby hears no NOTIFY: waiters there poll this often
+STANDBY_RECHECK = 30.0  # a standby may be promoted: ask again this often
 ALREADY_WAITING = "You are already waiting for a write; retry shortly."
 log = logging.getLogger(__name__)
 
@@ -57,6 +67,7 @@ class ProjectionSignal:
         self._generation = 0
         self._slots = threading.Lock()
         self._waiting: Counter[uuid.UUID] = Counter()
+        self.tick = FALLBACK_TICK
         self._thread = threading.Thread(target=self._listen, name="projection-listener", daemon=True)
         self._thread.start()
 
@@ -90,6 +101,12 @@ class ProjectionSignal:
         delay = 0.5
         while True:
             try:
+                if self._standby():
+                    # LISTEN fails during recovery, and NOTIFY never reaches a standby.
+                    self.tick = STANDBY_TICK
+                    time.sleep(STANDBY_RECHECK)
+                    continue
+                self.tick = FALLBACK_TICK
                 connection = self._engine.raw_connection()
                 try:
                     raw = connection.driver_connection
@@ -111,6 +128,10 @@ class ProjectionSignal:
                 log.warning("consistency: listener reconnecting in %.1f s: %s", delay, exc.__class__.__name__)
                 time.sleep(delay)
                 delay = min(delay * 2, 10.0)
+
+    def _standby(self) -> bool:
+        with self._engine.connect() as conn:
+            return bool(conn.execute(text("SELECT pg_is_in_recovery()")).scalar())
 
 
 _signals: dict[int, ProjectionSignal] = {}
@@ -165,7 +186,7 @@ def _wait(signal: ProjectionSignal, claim: ConsistencyClaim) -> bool:
     deadline = time.monotonic() + float(current_app.config["CONSISTENCY_WAIT_SECONDS"])
     seen = signal.generation
     while (left := deadline - time.monotonic()) > 0:
-        seen = signal.wait(seen, min(left, FALLBACK_TICK))
+        seen = signal.wait(seen, min(left, signal.tick))
         if _caught_up(claim):
             return True
     return False

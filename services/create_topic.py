@@ -58,6 +58,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="partitions (%(default)s)",
     )
     p.add_argument("--replication-factor", type=int, default=1, help="replication factor (%(default)s)")
+    p.add_argument(
+        "--min-insync-replicas",
+        type=int,
+        default=None,
+        help="replicas that must have a write before acks=all answers (the broker's default)",
+    )
     p.add_argument("--timeout", type=float, default=60.0, help="overall deadline in seconds (%(default)s)")
     args = p.parse_args(argv)
     if args.partitions < 1:
@@ -79,13 +85,13 @@ def topic_partitions(admin: AdminClient, topic: str, timeout: float) -> dict | N
     return tm.partitions
 
 
-def ensure_config(admin: AdminClient, topic: str, timeout: float) -> None:
-    """Set TOPIC_CONFIG on an existing topic (incremental, other settings untouched)."""
+def ensure_config(admin: AdminClient, topic: str, timeout: float, config: dict[str, str]) -> None:
+    """Set ``config`` on an existing topic (incremental, other settings untouched)."""
     res = ConfigResource(
         ResourceType.TOPIC,
         topic,
         incremental_configs=[
-            ConfigEntry(k, v, incremental_operation=AlterConfigOpType.SET) for k, v in TOPIC_CONFIG.items()
+            ConfigEntry(k, v, incremental_operation=AlterConfigOpType.SET) for k, v in config.items()
         ],
     )
     for fut in admin.incremental_alter_configs([res]).values():
@@ -102,13 +108,19 @@ def create_topic(
     partitions: int = 6,
     *,
     replication_factor: int = 1,
+    min_insync_replicas: int | None = None,
     timeout: float = 60.0,
 ) -> None:
     """Create ``topic`` if missing and return once every partition has a leader.
 
     The one topic creator of the project: ``services/up.sh`` (through ``main``), the tests and
-    the benchmarks call it. Raises ``TopicError`` when the deadline passes.
+    the benchmarks call it. Raises ``TopicError`` when the deadline passes. On the cluster
+    profile: replication factor 3 and ``min_insync_replicas`` 2, so an event acknowledged
+    with acks=all is on two brokers.
     """
+    config = dict(TOPIC_CONFIG)
+    if min_insync_replicas is not None:
+        config["min.insync.replicas"] = str(min_insync_replicas)
     deadline = time.monotonic() + timeout
     admin = AdminClient({"bootstrap.servers": bootstrap, "socket.timeout.ms": 10000})
 
@@ -119,7 +131,7 @@ def create_topic(
     # 1. create (retrying transient errors until the deadline; "already exists" is fine)
     while True:
         new = NewTopic(
-            topic, num_partitions=partitions, replication_factor=replication_factor, config=dict(TOPIC_CONFIG)
+            topic, num_partitions=partitions, replication_factor=replication_factor, config=dict(config)
         )
         fut = admin.create_topics([new], operation_timeout=min(30.0, remaining()))[topic]
         try:
@@ -142,7 +154,7 @@ def create_topic(
             time.sleep(1.0)
 
     if existed:
-        ensure_config(admin, topic, remaining())
+        ensure_config(admin, topic, remaining(), config)
 
     # 2. make sure the partition count is at least what was asked for
     parts = None
@@ -184,6 +196,7 @@ def main(argv: list[str] | None = None) -> int:
             args.topic,
             args.partitions,
             replication_factor=args.replication_factor,
+            min_insync_replicas=args.min_insync_replicas,
             timeout=args.timeout,
         )
     except TopicError as exc:

@@ -10,6 +10,11 @@ for svc in kafka rabbitmq postgres redis mailcatcher; do
     bash "$SERVICES_DIR/$svc.sh" stop &
     pids+=($!)
 done
+# The cluster profile's brokers and the read replica, if up.sh started them.
+bash "$SERVICES_DIR/kafka.sh" cluster-stop &
+pids+=($!)
+bash "$SERVICES_DIR/postgres.sh" replica-stop &
+pids+=($!)
 rc=0
 for p in "${pids[@]}"; do
     wait "$p" || rc=1

@@ -8,6 +8,9 @@
 #   services/postgres.sh stop      # fast shutdown (SIGINT) of the recorded postmaster PID
 #   services/postgres.sh status    # exit 0 if running, 3 if not
 #   services/postgres.sh psql ...  # psql as superuser over the cluster's unix socket
+#   services/postgres.sh replica-start   # a hot standby on ${PG_REPLICA_PORT:-5433}: pg_basebackup
+#                                  # from the primary the first time, then streaming replication
+#   services/postgres.sh replica-stop | replica-status
 #
 # Cluster: $DATA_DIR/postgres/data (owned by the 'postgres' OS user, postgres refuses root),
 # TCP 127.0.0.1:${PGPORT:-5432} (scram-sha-256), unix socket in $DATA_DIR/postgres/run (trust),
@@ -163,20 +166,27 @@ cmd_start() {
     fi
 
     log "starting PostgreSQL ($bindir) on $PGHOST_TCP:$PGPORT"
-    if ! as_pg "$bindir/pg_ctl" -D "$PGDATA_DIR" -l "$PG_LOG" -w -t "$PG_START_TIMEOUT" \
-        -o "-p $PGPORT -k $PG_SOCKET_DIR" start >/dev/null; then
-        tail_log "$PG_LOG"
-        die "pg_ctl start failed"
+    pg_ctl_start "$bindir" "$PGDATA_DIR" "$PGPORT" "$PG_LOG" "$PG_PIDFILE"
+    log "PostgreSQL running (pid $(read_pid "$PG_PIDFILE")) on $PGHOST_TCP:$PGPORT"
+}
+
+# pg_ctl_start BINDIR DATA PORT LOG PIDFILE [SERVER OPTION...]: start a cluster, record its
+# postmaster's PID, wait until it accepts TCP connections.
+pg_ctl_start() {
+    local bindir="$1" data="$2" port="$3" logfile="$4" pidfile="$5" pid
+    shift 5
+    if ! as_pg "$bindir/pg_ctl" -D "$data" -l "$logfile" -w -t "$PG_START_TIMEOUT" \
+        -o "-p $port -k $PG_SOCKET_DIR $*" start >/dev/null; then
+        tail_log "$logfile"
+        die "pg_ctl start of $data failed"
     fi
-    local pid
-    pid="$(head -n 1 "$PGDATA_DIR/postmaster.pid" 2>/dev/null || true)"
-    [[ "$pid" =~ ^[0-9]+$ ]] || die "no PID in $PGDATA_DIR/postmaster.pid"
-    printf '%s\n' "$pid" >"$PG_PIDFILE"
-    if ! wait_for_port "$PGHOST_TCP" "$PGPORT" 30 "$pid"; then
-        tail_log "$PG_LOG"
-        die "PostgreSQL (pid $pid) does not accept TCP connections on $PGHOST_TCP:$PGPORT"
+    pid="$(head -n 1 "$data/postmaster.pid" 2>/dev/null || true)"
+    [[ "$pid" =~ ^[0-9]+$ ]] || die "no PID in $data/postmaster.pid"
+    printf '%s\n' "$pid" >"$pidfile"
+    if ! wait_for_port "$PGHOST_TCP" "$port" 30 "$pid"; then
+        tail_log "$logfile"
+        die "PostgreSQL (pid $pid) does not accept TCP connections on $PGHOST_TCP:$port"
     fi
-    log "PostgreSQL running (pid $pid) on $PGHOST_TCP:$PGPORT"
 }
 
 cmd_stop() {
@@ -210,18 +220,88 @@ cmd_setup() {
     log "databases ready on $PGHOST_TCP:$PGPORT (passwords in $SECRETS_DIR/postgres/)"
 }
 
+# ---- the streaming replica (hot standby) that the read API may read -------------------------
+PG_REPLICA_PORT="${PG_REPLICA_PORT:-5433}"
+PG_REPLICA_DATA="$PG_BASE/replica-$PG_REPLICA_PORT"
+PG_REPLICA_PIDFILE="$RUN_DIR/postgres-replica-$PG_REPLICA_PORT.pid"
+PG_REPLICA_LOG="$LOG_DIR/postgres-replica-$PG_REPLICA_PORT.log"
+
+replica_running() { is_running "$PG_REPLICA_PIDFILE" "$PG_REPLICA_DATA"; }
+
+# The replica connects over the unix socket as the superuser (trust there, as for psql);
+# replication connections need a pg_hba line of their own.
+allow_local_replication() {
+    if ! grep -Eq '^local[[:space:]]+replication[[:space:]]' "$PGDATA_DIR/pg_hba.conf"; then
+        log "allowing local replication connections on the primary"
+        printf 'local   replication  %s  trust\n' "$PG_OS_USER" >>"$PGDATA_DIR/pg_hba.conf"
+        superuser_psql -d postgres -c 'SELECT pg_reload_conf()' >/dev/null
+    fi
+}
+
+cmd_replica_start() {
+    ensure_dirs
+    pg_running || die "the primary is not running (run: services/postgres.sh start)"
+    if replica_running; then
+        port_open "$PGHOST_TCP" "$PG_REPLICA_PORT" ||
+            wait_for_port "$PGHOST_TCP" "$PG_REPLICA_PORT" 30 "$(read_pid "$PG_REPLICA_PIDFILE")" ||
+            die "replica pid $(read_pid "$PG_REPLICA_PIDFILE") does not answer on $PG_REPLICA_PORT"
+        log "replica already running (pid $(read_pid "$PG_REPLICA_PIDFILE")) on $PGHOST_TCP:$PG_REPLICA_PORT"
+        return 0
+    fi
+    if port_open "$PGHOST_TCP" "$PG_REPLICA_PORT"; then
+        die "port $PGHOST_TCP:$PG_REPLICA_PORT is in use by a server that is not our replica; set PG_REPLICA_PORT"
+    fi
+    local bindir
+    bindir="$(pg_bindir)"
+    touch "$PG_REPLICA_LOG"
+    chown "$PG_OS_USER:$PG_OS_USER" "$PG_REPLICA_LOG"
+    if [[ ! -f "$PG_REPLICA_DATA/PG_VERSION" ]]; then
+        allow_local_replication
+        rm -rf "$PG_REPLICA_DATA"
+        install -d -o "$PG_OS_USER" -g "$PG_OS_USER" -m 700 "$PG_REPLICA_DATA"
+        log "pg_basebackup of the primary into $PG_REPLICA_DATA"
+        # -R: standby.signal and primary_conninfo, so it starts as a streaming hot standby.
+        if ! as_pg "$bindir/pg_basebackup" -h "$PG_SOCKET_DIR" -p "$PGPORT" -U postgres \
+            -D "$PG_REPLICA_DATA" -X stream -R --checkpoint=fast >>"$PG_REPLICA_LOG" 2>&1; then
+            tail_log "$PG_REPLICA_LOG"
+            rm -rf "$PG_REPLICA_DATA"
+            die "pg_basebackup failed"
+        fi
+    fi
+    log "starting the replica on $PGHOST_TCP:$PG_REPLICA_PORT"
+    pg_ctl_start "$bindir" "$PG_REPLICA_DATA" "$PG_REPLICA_PORT" "$PG_REPLICA_LOG" "$PG_REPLICA_PIDFILE" \
+        -c hot_standby=on
+    log "replica running (pid $(read_pid "$PG_REPLICA_PIDFILE")) on $PGHOST_TCP:$PG_REPLICA_PORT, streaming from $PGPORT"
+}
+
+cmd_replica_stop() {
+    stop_by_pidfile "$PG_REPLICA_PIDFILE" "${PG_STOP_TIMEOUT:-30}" INT "$PG_REPLICA_DATA"
+}
+
+cmd_replica_status() {
+    if replica_running && port_open "$PGHOST_TCP" "$PG_REPLICA_PORT"; then
+        log "replica running (pid $(read_pid "$PG_REPLICA_PIDFILE")) on $PGHOST_TCP:$PG_REPLICA_PORT"
+        return 0
+    fi
+    log "replica not running"
+    return 3
+}
+
 case "${1:-}" in
 install) cmd_install ;;
 start) cmd_start ;;
 stop) cmd_stop ;;
 status) cmd_status || exit $? ;;
 setup) cmd_setup ;;
+replica-start) cmd_replica_start ;;
+replica-stop) cmd_replica_stop ;;
+replica-status) cmd_replica_status || exit $? ;;
 psql)
     shift
     superuser_psql "$@"
     ;;
 *)
-    echo "usage: $0 {install|start|stop|status|setup|psql [args]}" >&2
+    echo "usage: $0 {install|start|stop|status|setup|replica-start|replica-stop|replica-status|psql [args]}" >&2
     exit 2
     ;;
 esac

@@ -23,6 +23,8 @@ from tests.support.environment import TEST_SETTINGS  # noqa: E402
 from tests.support.kafka_tools import create_topic, delete_topic  # noqa: E402
 
 UNIT_ONLY = "tests/unit"
+# tests/cluster runs under `make test-cluster` (its own broker cluster and replica).
+collect_ignore = [] if environment.KAFKA_CLUSTER else ["cluster"]
 
 
 def _needs_servers(config: pytest.Config) -> bool:
@@ -88,7 +90,8 @@ def broker_vhost(settings: Any) -> None:
 
 @pytest.fixture(scope="session")
 def topic(settings: Any) -> Iterator[str]:
-    create_topic(settings.kafka_bootstrap, settings.kafka_topic, partitions=6)
+    replication = environment.TOPIC_REPLICATION
+    create_topic(settings.kafka_bootstrap, settings.kafka_topic, partitions=6, **replication)
     yield settings.kafka_topic
     delete_topic(settings.kafka_bootstrap, settings.kafka_topic)
 

@@ -26,15 +26,17 @@ from tests.support.pipeline import (
     Burst,
     PacedProducer,
     assert_projected_exactly_once,
+    committed_burst,
     login_many,
     produce,
     projected_counts,
     record_document,
     register_many,
+    unpublished,
     user_histories,
 )
 from tests.support.processes import wait_for_port
-from tests.support.read_model import auth_engine, rows, scalar
+from tests.support.read_model import scalar
 from tests.support.traffic import CommandTraffic
 from tests.support.waiting import wait_until
 
@@ -49,14 +51,6 @@ def _projection_transaction_open() -> bool:
             " AND pid <> pg_backend_pid() AND backend_type = 'client backend'"
             " AND state IN ('active', 'idle in transaction') AND xact_start IS NOT NULL"
         )
-    )
-
-
-def _unpublished(burst: Burst) -> int:
-    return scalar(
-        "SELECT count(*) FROM outbox WHERE event_id = ANY(CAST(:ids AS uuid[])) AND published_at IS NULL",
-        engine=auth_engine(),
-        ids=[str(e) for e in burst.event_ids],
     )
 
 
@@ -127,7 +121,7 @@ def test_c_registrations_while_kafka_is_down_are_all_projected_once(system, sett
                 burst.add_login(login["id"], login["event_id"])
             took = time.monotonic() - started
             # Every command committed; none of its events could be published.
-            assert _unpublished(burst) == 550, "rows were marked published while Kafka was down"
+            assert unpublished(burst) == 550, "rows were marked published while Kafka was down"
         counts = assert_projected_exactly_once(burst, timeout=180)
         assert counts["users"] == 500 and counts["login_count"] == 50
         assert took < 60, f"commands slowed down by the Kafka outage: {took:.0f} s for 550"
@@ -206,7 +200,7 @@ def test_h_a_second_relay_worker_publishes_nothing_twice(system, settings):
             burst.users.update(more.users)
             burst.event_ids.extend(more.event_ids)
         assert both_relays_published(), "one relay worker never published: nothing was tested"
-        wait_until(lambda: _unpublished(burst) == 0, timeout=60, what="every outbox row published")
+        wait_until(lambda: unpublished(burst) == 0, timeout=60, what="every outbox row published")
         counts = Counter()
         for record in read_all(settings.kafka_bootstrap, settings.kafka_topic):
             document = record_document(record.value)
@@ -219,25 +213,6 @@ def test_h_a_second_relay_worker_publishes_nothing_twice(system, settings):
     finally:
         system.processes.stop("relay_worker_2")
         ensure_healthy(system)
-
-
-def _committed_burst(tag: str) -> Burst:
-    """Every command the write side committed for the tag's users, as a burst to check."""
-    burst = Burst()
-    events = rows(
-        "SELECT o.user_id, o.event_id, o.event_type FROM outbox o JOIN users u ON u.id = o.user_id"
-        " WHERE u.email LIKE :pattern ORDER BY o.id",
-        engine=auth_engine(),
-        pattern=f"{tag}-%",
-    )
-    for event in events:
-        if event["event_type"] == "UserRegistered":
-            burst.add_user(event["user_id"], event["event_id"])
-    for event in events:
-        assert event["event_type"] in ("UserRegistered", "UserLoggedIn"), event
-        if event["event_type"] == "UserLoggedIn":
-            burst.add_login(event["user_id"], event["event_id"])
-    return burst
 
 
 @pytest.mark.parametrize("process", ["relay_worker", "beat", "auth_api"])
@@ -256,14 +231,14 @@ def test_e_sigkill_of_a_write_side_process_while_commands_flow_loses_nothing(sys
         else:
             traffic.wait_for_more(5)  # the write side answers without it
         if process == "relay_worker":
-            assert _unpublished(_committed_burst(tag)), (
+            assert unpublished(committed_burst(tag)), (
                 "no command waited for the dead relay: the kill tested nothing"
             )
         system.processes.start(process)
         if process == "auth_api":
             wait_for_port(int(TEST_ENV["AUTH_API_PORT"]))
         traffic.wait_for_more(5)
-    burst = _committed_burst(tag)
+    burst = committed_burst(tag)
     answered = {uuid.UUID(e) for e in traffic.answered_event_ids}
     assert answered <= set(burst.event_ids), "an answered command is not in the outbox"
     assert_projected_exactly_once(burst, timeout=120)

@@ -17,7 +17,15 @@ from auth_api.lockout import LockoutPolicy
 from auth_api.models import Device
 from auth_api.passwords import PasswordHasher
 from auth_api.unit_of_work import SqlUnitOfWork
-from outbox_relay.relay import RELAY_LOCK_KEY, kafka_producer, purge_published, relay_outbox
+from outbox_relay.relay import (
+    RELAY_LOCK_KEY,
+    kafka_producer,
+    purge_published,
+    relay_outbox,
+    relay_shards,
+    shard_lock_key,
+    shard_of,
+)
 from tests.support.databases import scratch_database
 from tests.support.kafka_tools import delete_topic, fresh_topic, read_all
 
@@ -158,6 +166,63 @@ def test_two_relays_at_once_publish_each_row_once_and_in_order(auth_db_app, sett
     assert any(r.locked_out for r in results) or len(results) >= 2
     records = read_all(settings.kafka_bootstrap, topic_name)
     assert len(records) == total == 880, "a row was published twice or not at all"
+    _assert_per_user_order(records, versions)
+
+
+def test_each_shard_publishes_exactly_its_users_rows(auth_db_app, settings, topic_name):
+    versions = _make_history(users=30, logins=1)  # 90 events
+    producer = kafka_producer(settings.kafka_bootstrap, 10000)
+    published = 0
+    for shard in range(4):
+        expected = {u for u in versions if shard_of(u, 4) == shard}
+        before = {r.key.decode() for r in read_all(settings.kafka_bootstrap, topic_name)}
+        result = relay_outbox(db.engine, producer, topic_name, shard=shard, shards=4)
+        assert result.published == 3 * len(expected) and not result.failed
+        published += result.published
+        keys = {r.key.decode() for r in read_all(settings.kafka_bootstrap, topic_name)} - before
+        assert keys == expected, f"shard {shard} published other users' rows (SQL and shard_of disagree)"
+    assert published == 90 and _outbox_counts() == (90, 0)
+
+
+def test_a_held_shard_holds_back_only_its_own_users(auth_db_app, settings, topic_name):
+    versions = _make_history(users=24, logins=0)  # 48 rows
+    held = {u for u in versions if shard_of(u, 3) == 1}
+    assert held and len(held) < len(versions)
+    with db.engine.connect() as holder:
+        holder.execute(text("SELECT pg_advisory_lock(:k)"), {"k": shard_lock_key(1, 3)})
+        producer = kafka_producer(settings.kafka_bootstrap, 10000)
+        result = relay_shards(db.engine, producer, topic_name, shards=3, first=1)
+        assert result.published == 2 * (len(versions) - len(held)) and not result.locked_out
+        assert _outbox_counts() == (48, 2 * len(held))
+        holder.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": shard_lock_key(1, 3)})
+        holder.commit()
+    assert relay_shards(db.engine, producer, topic_name, shards=3).published == 2 * len(held)
+    assert _outbox_counts() == (48, 0)
+
+
+def test_four_shard_relays_at_once_publish_each_row_once_and_in_order(auth_db_app, settings, topic_name):
+    versions = _make_history(users=40, logins=10)  # 480 events
+    total, _ = _outbox_counts()
+    results = []
+    engine = db.engine  # threads have no app context
+
+    def run_relay(first: int) -> None:
+        producer = kafka_producer(settings.kafka_bootstrap, 10000)
+        for _ in range(50):
+            results.append(relay_shards(engine, producer, topic_name, shards=4, first=first, batch_size=20))
+            if _outbox_counts(engine)[1] == 0:
+                return
+
+    threads = [threading.Thread(target=run_relay, args=(n,)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+
+    assert _outbox_counts() == (total, 0)
+    assert sum(r.published for r in results) == total
+    records = read_all(settings.kafka_bootstrap, topic_name)
+    assert len(records) == total == 480, "a row was published twice or not at all"
     _assert_per_user_order(records, versions)
 
 

@@ -39,6 +39,25 @@ def _port(name: str, default: str) -> str:
     return os.environ.get(f"TEST_{name}", str(int(default) + 100 * int(NAMESPACE or 0)))
 
 
+def _on(name: str) -> bool:
+    return os.environ.get(name, "").lower() in ("1", "true", "yes", "on")
+
+
+# `make test-cluster` (TEST_KAFKA_CLUSTER=1, TEST_PG_REPLICA=1): the session's processes use a
+# three-broker cluster and read the query database from a streaming replica, both on ports of
+# the session's namespace (tests/cluster starts them), beside the shared single broker.
+KAFKA_CLUSTER = _on("TEST_KAFKA_CLUSTER")
+KAFKA_CLUSTER_PORT = _port("KAFKA_CLUSTER_PORT", "19192")
+PG_REPLICA = _on("TEST_PG_REPLICA")
+PG_REPLICA_PORT = _port("PG_REPLICA_PORT", "15433")
+KAFKA_BOOTSTRAP = (
+    ",".join(f"127.0.0.1:{int(KAFKA_CLUSTER_PORT) + n}" for n in range(3))
+    if KAFKA_CLUSTER
+    else f"127.0.0.1:{KAFKA_PORT}"
+)
+# The topic as services/up.sh makes it on the cluster: on three brokers, acks=all means two.
+TOPIC_REPLICATION = {"replication_factor": 3, "min_insync_replicas": 2} if KAFKA_CLUSTER else {}
+
 # The names services/postgres.sh and services/rabbitmq.sh set up, and settings.py turns into
 # URLs with the generated passwords: the same path as `make run`, with the session's names.
 NAMES = {
@@ -75,18 +94,19 @@ _SHADOWED = (
 )
 _BASE = {key: value for key, value in os.environ.items() if key not in _SHADOWED}
 _URLS = load_settings({**_BASE, **NAMES})
+_REPLICA_URLS = load_settings({**_BASE, **NAMES, "PG_REPLICA_PORT": PG_REPLICA_PORT})
 
 TEST_ENV = {
     **NAMES,
     "AUTH_DATABASE_URL": _URLS.auth_database_url,
     "RELAY_DATABASE_URL": _URLS.relay_database_url,
     "PROJECTION_DATABASE_URL": _URLS.projection_database_url,
-    "QUERY_DATABASE_URL": _URLS.query_database_url,
+    "QUERY_DATABASE_URL": (_REPLICA_URLS if PG_REPLICA else _URLS).query_database_url,
     "NOTIFIER_DATABASE_URL": _URLS.notifier_database_url,
     "CELERY_BROKER_URL": _URLS.broker_url,
     "KAFKA_TOPIC": f"user-events-test-{RUN_ID}",
     "PROJECTOR_GROUP_ID": f"query-projector-test-{RUN_ID}",
-    "KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{KAFKA_PORT}",
+    "KAFKA_BOOTSTRAP_SERVERS": KAFKA_BOOTSTRAP,
     # Registration hashes in every test; the production default (argon2id) is tested apart.
     "PASSWORD_HASH_METHOD": "pbkdf2:sha256:1000",
     "AUTH_API_PORT": _port("AUTH_API_PORT", "18088"),

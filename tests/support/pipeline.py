@@ -256,6 +256,34 @@ def assert_projected_exactly_once(burst: Burst, timeout: float = 90.0) -> dict[s
 # --- is the pipeline idle? ----------------------------------------------------------------
 
 
+def unpublished(burst: Burst) -> int:
+    """Outbox rows of the burst not yet published."""
+    return scalar(
+        "SELECT count(*) FROM outbox WHERE event_id = ANY(CAST(:ids AS uuid[])) AND published_at IS NULL",
+        engine=auth_engine(),
+        ids=[str(e) for e in burst.event_ids],
+    )
+
+
+def committed_burst(tag: str) -> Burst:
+    """Every command the write side committed for the tag's users, as a burst to check."""
+    burst = Burst()
+    events = rows(
+        "SELECT o.user_id, o.event_id, o.event_type FROM outbox o JOIN users u ON u.id = o.user_id"
+        " WHERE u.email LIKE :pattern ORDER BY o.id",
+        engine=auth_engine(),
+        pattern=f"{tag}-%",
+    )
+    for event in events:
+        if event["event_type"] == "UserRegistered":
+            burst.add_user(event["user_id"], event["event_id"])
+    for event in events:
+        assert event["event_type"] in ("UserRegistered", "UserLoggedIn"), event
+        if event["event_type"] == "UserLoggedIn":
+            burst.add_login(event["user_id"], event["event_id"])
+    return burst
+
+
 def unpublished_outbox_rows() -> int:
     return scalar("SELECT count(*) FROM outbox WHERE published_at IS NULL", engine=auth_engine())
 

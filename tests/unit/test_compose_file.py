@@ -186,3 +186,60 @@ def test_each_process_kind_gets_only_its_own_database_role(env_file):
         }
         assert found == urls, name
 
+
+
+@functools.cache
+def _cluster_config(env_file: Path) -> dict:
+    result = subprocess.run(
+        [
+            *_compose_command(),
+            "--env-file",
+            str(env_file),
+            "-f",
+            str(ROOT / "docker-compose.yml"),
+            "-f",
+            str(ROOT / "docker-compose.cluster.yml"),
+            "config",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
+    assert result.returncode == 0, result.stderr
+    return yaml.safe_load(result.stdout)["services"]
+
+
+def test_the_cluster_profile_has_three_brokers_and_a_read_replica(env_file):
+    services = _cluster_config(env_file)
+    brokers = ("kafka", "kafka-2", "kafka-3")
+    voters = {services[b]["environment"]["KAFKA_CONTROLLER_QUORUM_VOTERS"] for b in brokers}
+    assert voters == {"1@kafka:9093,2@kafka-2:9093,3@kafka-3:9093"}
+    assert sorted(int(services[b]["environment"]["KAFKA_NODE_ID"]) for b in brokers) == [1, 2, 3]
+    for broker in brokers:
+        environment = services[broker]["environment"]
+        assert int(environment["KAFKA_MIN_INSYNC_REPLICAS"]) == 2
+        assert int(environment["KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR"]) == 3
+        assert services[broker]["restart"] == "unless-stopped" and "healthcheck" in services[broker]
+    assert "--replication-factor 3 --min-insync-replicas 2" in " ".join(services["setup"]["command"])
+    # Every client gets the three brokers; nothing else about it changes.
+    for name, service in services.items():
+        bootstrap = (service.get("environment") or {}).get("KAFKA_BOOTSTRAP_SERVERS")
+        if bootstrap is not None:
+            assert bootstrap == "kafka:9092,kafka-2:9092,kafka-3:9092", name
+    # The read API reads the replica, as its read-only role; the projection writes the primary.
+    reader = services["query-api"]["environment"]["QUERY_DATABASE_URL"]
+    assert reader.startswith("postgresql+psycopg2://cqrs_reader:") and "@postgres-query-replica:" in reader
+    assert "@postgres-query:" in services["projection-worker"]["environment"]["PROJECTION_DATABASE_URL"]
+    replica = services["postgres-query-replica"]
+    assert "pg_basebackup" in " ".join(replica["command"]) and "healthcheck" in replica
+    assert services["query-api"]["depends_on"]["postgres-query-replica"]["condition"] == "service_healthy"
+    assert services["db-replication"]["restart"] == "no"
+    # The base file's guarantees hold in the profile too (roles, credentials required).
+    assert "REPLICATION_PASSWORD" in services["db-replication"]["environment"]
+
+
+def test_the_cluster_file_requires_its_credential_too():
+    text = (ROOT / "docker-compose.cluster.yml").read_text()
+    for name in (*SECRETS, "PG_REPLICATION_PASSWORD"):
+        assert text.count("${" + name) == text.count("${" + name + ":?"), name
+    assert text.count("${PG_REPLICATION_PASSWORD:?") >= 2
