@@ -29,7 +29,7 @@ class FakeRelay:
 @pytest.fixture
 def relay(monkeypatch: pytest.MonkeyPatch) -> FakeRelay:
     fake = FakeRelay()
-    monkeypatch.setattr(tasks, "relay_outbox", fake)
+    monkeypatch.setattr(tasks, "relay_shards", fake)
     monkeypatch.setattr(tasks, "worker_engine", lambda url: None)
     monkeypatch.setattr(tasks, "_producer", lambda settings: None)
     monkeypatch.setattr(tasks, "_last_complete_run", {})
