@@ -38,6 +38,10 @@ class Settings:
     # --- tokens ---
     jwt_private_key_file: str
     jwt_public_key_file: str
+    # Master keys wrapping the per-user data keys (event_contract.crypto.MasterKeys):
+    # "id:base64[,id:base64...]", the current first; inline, else from the file.
+    data_master_keys: str | None
+    data_master_keys_file: str
     jwt_private_key_pem: str | None  # the PEM itself, instead of the file (containers)
     jwt_public_key_pem: str | None
     jwt_access_ttl: timedelta
@@ -140,6 +144,8 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         consumer_group=text("PROJECTOR_GROUP_ID", "query-projector"),
         jwt_private_key_file=text("JWT_PRIVATE_KEY_FILE", str(data_dir / "keys" / "jwt_private.pem")),
         jwt_public_key_file=text("JWT_PUBLIC_KEY_FILE", str(data_dir / "keys" / "jwt_public.pem")),
+        data_master_keys=env.get("DATA_MASTER_KEYS") or None,
+        data_master_keys_file=text("DATA_MASTER_KEYS_FILE", str(data_dir / "keys" / "data_master_keys")),
         jwt_private_key_pem=_pem(env.get("JWT_PRIVATE_KEY")),
         jwt_public_key_pem=_pem(env.get("JWT_PUBLIC_KEY")),
         jwt_access_ttl=timedelta(seconds=integer("JWT_ACCESS_TTL_SECONDS", 15 * 60)),

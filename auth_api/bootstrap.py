@@ -5,12 +5,14 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from auth_api.commands import CodePolicy
 from auth_api.extensions import db
 from auth_api.lockout import LockoutPolicy
 from auth_api.passwords import PasswordHasher
 from auth_api.unit_of_work import SqlUnitOfWork
+from event_contract.crypto import MasterKeys
 from settings import Settings
 from web.jwt_setup import read_key
 
@@ -23,10 +25,11 @@ class WriteSide:
     # digests of devices and email codes (auth_api.keyed).
     failure_secret: bytes
     after_commit: Callable[[], None]
+    master: MasterKeys  # wraps the users' data keys
     codes: CodePolicy = CodePolicy()  # email-change codes: lifetime and tries
 
     def unit_of_work(self) -> SqlUnitOfWork:
-        return SqlUnitOfWork(db.session, self.after_commit)
+        return SqlUnitOfWork(db.session, self.master, self.after_commit)
 
 
 def build_write_side(settings: Settings) -> WriteSide:
@@ -39,8 +42,26 @@ def build_write_side(settings: Settings) -> WriteSide:
     hasher = PasswordHasher.from_settings(settings)
     codes = CodePolicy(settings.email_code_ttl, settings.email_code_max_attempts)
     return WriteSide(
-        hasher, LockoutPolicy.from_settings(settings), failure_secret(settings), after_commit, codes
+        hasher,
+        LockoutPolicy.from_settings(settings),
+        failure_secret(settings),
+        after_commit,
+        master_keys(settings),
+        codes,
     )
+
+
+def master_keys(settings: Settings) -> MasterKeys:
+    """``DATA_MASTER_KEYS``, else the file ``python -m auth_api.keygen`` writes."""
+    text = settings.data_master_keys
+    if not text:
+        path = Path(settings.data_master_keys_file)
+        if not path.is_file():
+            raise RuntimeError(
+                f"no data master key: set DATA_MASTER_KEYS or run python -m auth_api.keygen ({path})"
+            )
+        text = path.read_text()
+    return MasterKeys.parse(text)
 
 
 def failure_secret(settings: Settings) -> bytes:
