@@ -10,9 +10,8 @@ import pytest
 from sqlalchemy import text
 
 from auth_api.extensions import db
-from event_contract import parse_event
-from event_contract.keystore import SqlDataKeys
 from tests.support.cli import flask_cli
+from tests.support.outbox import outbox_events
 
 PASSWORD = "correct horse battery"
 NEW_PASSWORD = "a brand new passphrase"
@@ -52,15 +51,7 @@ def _refresh(client, tokens: dict):
 
 
 def _events(auth_app, user_id: str) -> list[dict]:
-    """The user's events as the outbox holds them, their personal fields decrypted."""
-    with auth_app.app_context():
-        rows = db.session.execute(
-            text("SELECT payload FROM outbox WHERE user_id = :id ORDER BY id"), {"id": user_id}
-        ).all()
-        keys = SqlDataKeys(db.engine, auth_app.extensions["write_side"].master)
-        return [
-            {**json.loads(bytes(r.payload)), "data": parse_event(bytes(r.payload), keys).data} for r in rows
-        ]
+    return outbox_events(auth_app, user_id)
 
 
 def _problem(response, status: int) -> dict:
