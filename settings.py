@@ -30,6 +30,8 @@ class Settings:
     relay_database_url: str  # the relay: reads and marks the outbox only
     projection_database_url: str  # workers, rebuild, query_db's migrations: owner of query_db
     query_database_url: str  # the read API: SELECT only
+    # auth_db as the projection role: SELECT on data_keys only (event_contract.keystore)
+    projection_keys_database_url: str
     broker_url: str
     flower_basic_auth: str | None  # "user:password"; Flower refuses to start without one
     kafka_bootstrap: str
@@ -136,6 +138,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         relay_database_url=database("RELAY_DATABASE_URL", "relay", auth_db),
         projection_database_url=database("PROJECTION_DATABASE_URL", "projection", query_db),
         query_database_url=database("QUERY_DATABASE_URL", "reader", query_db),
+        projection_keys_database_url=database("PROJECTION_KEYS_DATABASE_URL", "projection", auth_db),
         broker_url=text("CELERY_BROKER_URL", f"amqp://{rabbit_user}:{rabbit_password}@{rabbit}"),
         flower_basic_auth=text("FLOWER_BASIC_AUTH", f"flower:{flower_password}" if flower_password else "")
         or None,

@@ -201,6 +201,9 @@ cmd_setup() {
     OWNER_PASSWORD="$(ensure_secret "postgres/$projection")" READER_PASSWORD="$(ensure_secret "postgres/$reader")" \
         superuser_psql -d postgres -v db="$QUERY_DB_NAME" -v owner="$projection" -v reader="$reader" \
         -f "$SERVICES_DIR/sql/query_db_access.sql" >/dev/null
+    # The consumers that open events' personal fields read the data keys in auth_db.
+    superuser_psql -d postgres -v db="$AUTH_DB_NAME" -v readers="$projection" \
+        -f "$SERVICES_DIR/sql/data_keys_access.sql" >/dev/null
     log "databases ready on $PGHOST_TCP:$PGPORT (passwords in $SECRETS_DIR/postgres/)"
 }
 
