@@ -1,4 +1,4 @@
-"""HTTP endpoints of the read API: users and their login history, from query_db only.
+"""HTTP endpoints of the read API: users, their sessions, logins and timeline, from query_db only.
 
 Every data endpoint needs an access token signed by auth_api. A request may name the
 event it must see with ``X-Consistency-Token`` (read-your-writes).
@@ -6,9 +6,10 @@ event it must see with ``X-Consistency-Token`` (read-your-writes).
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, datetime
 from functools import wraps
 from typing import Any
 
@@ -22,8 +23,9 @@ from query_api.consistency import HEADER as CONSISTENCY_HEADER
 from query_api.consistency import read_your_writes
 from query_api.extensions import db
 from query_api.paging import MAX_LIMIT, decode_cursor, encode_cursor, next_link, read_limit
-from query_api.schemas import HealthOut, LoginOut, SessionOut, UserOut
-from read_model import LoginHistoryEntry, SessionView, UserView
+from query_api.schemas import HealthOut, HistoryEntryOut, LoginOut, SessionOut, UserOut
+from read_model import LoginHistoryEntry, SessionView, TimelineEntry, UserView
+from read_model.timeline import AccountState, account_from_timeline
 from web.openapi import ApiDocument
 from web.problems import Problem
 
@@ -31,7 +33,8 @@ bp = Blueprint("query", __name__)
 api = ApiDocument(
     "query_api",
     "1.0.0",
-    "Read side of the CQRS user service: projected users and login history. Send "
+    "Read side of the CQRS user service: projected users, sessions, login history and each"
+    " account's timeline. Send "
     f"{CONSISTENCY_HEADER}: <consistency_token of your write> to be answered only once it is visible.",
 )
 
@@ -57,8 +60,23 @@ ONE_USER_LINKS = {
             "operationId": "get_users_user_id_logins",
             "parameters": {"user_id": "$response.body#/id"},
         },
+        "GetHistory": {
+            "operationId": "get_users_user_id_history",
+            "parameters": {"user_id": "$response.body#/id"},
+        },
     }
 }
+AS_OF = {
+    "name": "as_of",
+    "in": "query",
+    "schema": {"type": "string", "format": "date-time"},
+    "description": "An RFC 3339 time with an offset (2026-03-01T09:00:00Z; encode + as %2B): the user"
+    " as it was then, folded from its timeline (404 before its registration).",
+}
+# RFC 3339's date-time (section 5.6): a full date, "T", a full time with an offset.
+RFC3339 = re.compile(
+    r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]([01]\d|2[0-3]):[0-5]\d)", re.ASCII
+)
 
 
 def data_endpoint(view: Callable[..., ResponseReturnValue]) -> Callable[..., ResponseReturnValue]:
@@ -124,34 +142,68 @@ def list_users() -> ResponseReturnValue:
     bp,
     "get",
     "/users/me",
-    "The caller's own user",
+    "The caller's own user (now, or as it was at as_of)",
     responses={200: UserOut, 404: None, **READ_ERRORS},
     secured=True,
-    parameters=CONSISTENCY,
+    parameters=[AS_OF, *CONSISTENCY],
     links=ONE_USER_LINKS,
 )
 @data_endpoint
 def get_me() -> ResponseReturnValue:
-    read_your_writes()
-    return jsonify(user_json(_find_user(caller_id())))
+    return _one_user(caller_id())
 
 
 @api.route(
     bp,
     "get",
     "/users/<user_id>",
-    "One user (the user itself or an admin)",
+    "One user, now or as it was at as_of (the user itself or an admin)",
     responses={200: UserOut, 403: None, 404: None, **READ_ERRORS},
     secured=True,
-    parameters=CONSISTENCY,
+    parameters=[AS_OF, *CONSISTENCY],
     links=ONE_USER_LINKS,
 )
 @data_endpoint
 def get_user(user_id: str) -> ResponseReturnValue:
     wanted = _uuid(user_id, "user id")
     require_self_or_admin(wanted)
+    return _one_user(wanted)
+
+
+def _one_user(user_id: uuid.UUID) -> ResponseReturnValue:
+    as_of = _as_of()  # refused before any wait
     read_your_writes()
-    return jsonify(user_json(_find_user(wanted)))
+    if as_of is None:
+        return jsonify(user_json(_find_user(user_id)))
+    entries = db.session.execute(
+        select(TimelineEntry).where(TimelineEntry.user_id == user_id, TimelineEntry.occurred_at <= as_of)
+    ).scalars()
+    account = account_from_timeline(user_id, entries)
+    if account is None:
+        raise Problem(404, "Not Found", "No such user at that time.")
+    return jsonify(user_json(account))
+
+
+def _as_of() -> datetime | None:
+    raw = request.args.get("as_of")
+    if raw is None:
+        return None
+    try:
+        if not RFC3339.fullmatch(raw.upper()):
+            raise ValueError(raw)
+        moment = datetime.fromisoformat(raw.upper())
+    except ValueError as exc:  # also a valid form that is no time (month 13, a leap second)
+        raise Problem(
+            422,
+            "Unprocessable Content",
+            "as_of must be an RFC 3339 time with an offset, such as 2026-03-01T09:00:00Z"
+            " (a + in the offset must be sent as %2B).",
+        ) from exc
+    try:
+        # In UTC: PostgreSQL refuses offsets past 15:59, RFC 3339 allows up to 23:59.
+        return moment.astimezone(UTC)
+    except OverflowError:  # before year 1 or after 9999 once in UTC: the first or last time
+        return datetime.min.replace(tzinfo=UTC) if moment.year == 1 else datetime.max.replace(tzinfo=UTC)
 
 
 @api.route(
@@ -191,8 +243,42 @@ def user_logins(user_id: str) -> ResponseReturnValue:
 @api.route(
     bp,
     "get",
+    "/users/me/history",
+    "The caller's timeline: every event of the account, newest first",
+    responses={200: [HistoryEntryOut], 404: None, **READ_ERRORS},
+    secured=True,
+    headers=LINK,
+    parameters=[*PAGING, *CONSISTENCY],
+)
+@data_endpoint
+def my_history() -> ResponseReturnValue:
+    read_your_writes()
+    return _history(_find_user(caller_id()))
+
+
+@api.route(
+    bp,
+    "get",
+    "/users/<user_id>/history",
+    "A user's timeline: every event of the account, newest first (the user or an admin)",
+    responses={200: [HistoryEntryOut], 403: None, 404: None, **READ_ERRORS},
+    secured=True,
+    headers=LINK,
+    parameters=[*PAGING, *CONSISTENCY],
+)
+@data_endpoint
+def user_history(user_id: str) -> ResponseReturnValue:
+    wanted = _uuid(user_id, "user id")
+    require_self_or_admin(wanted)
+    read_your_writes()
+    return _history(_find_user(wanted))
+
+
+@api.route(
+    bp,
+    "get",
     "/users/me/sessions",
-    "The caller's active sessions (logins not yet ended), newest first",
+    "The caller's active sessions (started, not ended), most recently used first",
     responses={200: [SessionOut], 404: None, **READ_ERRORS},
     secured=True,
     parameters=CONSISTENCY,
@@ -201,30 +287,43 @@ def user_logins(user_id: str) -> ResponseReturnValue:
 def my_sessions() -> ResponseReturnValue:
     read_your_writes()
     user = _find_user(caller_id())
+    # Ended sessions are kept in the table (their end and reason) but not listed; a session
+    # whose start is not projected yet (only its refresh or end arrived) waits for it.
     query = (
         select(SessionView)
-        .where(SessionView.user_id == user.id, SessionView.ended_at.is_(None))
-        .order_by(SessionView.started_at.desc().nulls_last(), SessionView.session_id)
+        .where(
+            SessionView.user_id == user.id,
+            SessionView.ended_at.is_(None),
+            SessionView.started_at.is_not(None),
+        )
+        .order_by(SessionView.last_used_at.desc(), SessionView.started_at.desc(), SessionView.session_id)
         .limit(MAX_LIMIT)
     )
     found = db.session.execute(query).scalars().all()
     return jsonify(
         [
             SessionOut(
-                session_id=str(s.session_id), started_at=s.started_at, ip=s.ip, user_agent=s.user_agent
+                session_id=str(s.session_id),
+                started_at=s.started_at,
+                last_used_at=s.last_used_at,
+                ip=s.ip,
+                user_agent=s.user_agent,
+                new_device=s.new_device,
             ).model_dump(mode="json")
             for s in found
         ]
     )
 
 
-def user_json(user: UserView) -> dict[str, Any]:
+def user_json(user: UserView | AccountState) -> dict[str, Any]:
     return UserOut(
         id=str(user.id),
         email=user.email,
+        status=user.status,  # type: ignore[arg-type]
         roles=list(user.roles),
         registered_at=user.registered_at,
         last_login_at=user.last_login_at,
+        password_changed_at=user.password_changed_at,
         login_count=user.login_count,
         failed_login_count=user.failed_login_count,
         version=user.version,
@@ -257,6 +356,41 @@ def _logins(user: UserView) -> ResponseReturnValue:
     last = entries[limit - 1] if len(entries) > limit else None
     next_cursor = encode_cursor(last.occurred_at.isoformat(), str(last.event_id)) if last else None
     return _paged([login_json(e) for e in entries[:limit]], next_cursor)
+
+
+def history_json(entry: TimelineEntry) -> dict[str, Any]:
+    return HistoryEntryOut(
+        event_id=str(entry.event_id),
+        type=entry.event_type,
+        sequence=entry.sequence,
+        occurred_at=entry.occurred_at,
+        data=entry.data,
+    ).model_dump(mode="json")
+
+
+def _history(user: UserView) -> ResponseReturnValue:
+    """Newest first by sequence (the account's own order, not the clocks'), keyset-paginated."""
+    limit = read_limit()
+    query = select(TimelineEntry).where(TimelineEntry.user_id == user.id)
+    cursor = request.args.get("cursor")
+    if cursor:
+        sequence, event_id = decode_cursor(cursor, 2)
+        query = query.where(
+            tuple_(TimelineEntry.sequence, TimelineEntry.event_id)
+            < tuple_(_sequence(sequence), _uuid(event_id, "cursor"))
+        )
+    order = (TimelineEntry.sequence.desc(), TimelineEntry.event_id.desc())
+    entries = db.session.execute(query.order_by(*order).limit(limit + 1)).scalars().all()
+    last = entries[limit - 1] if len(entries) > limit else None
+    next_cursor = encode_cursor(str(last.sequence), str(last.event_id)) if last else None
+    return _paged([history_json(e) for e in entries[:limit]], next_cursor)
+
+
+def _sequence(value: str) -> int:
+    # Within PostgreSQL's integer, so a forged cursor is a 422, not a database error.
+    if not (value.isascii() and value.isdigit()) or int(value) > 2**31 - 1:
+        raise Problem(422, "Unprocessable Content", "Invalid cursor.")
+    return int(value)
 
 
 def _paged(items: list[dict[str, Any]], next_cursor: str | None) -> ResponseReturnValue:

@@ -7,6 +7,7 @@ from read_model.tables import (
     LoginHistoryEntry,
     ProcessedEvent,
     SessionView,
+    TimelineEntry,
     UserView,
 )
 
@@ -17,5 +18,6 @@ __all__ = [
     "LoginHistoryEntry",
     "ProcessedEvent",
     "SessionView",
+    "TimelineEntry",
     "UserView",
 ]

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import BigInteger, DateTime, Index, Integer, Text, func
-from sqlalchemy.dialects.postgresql import ARRAY, UUID
+from sqlalchemy import BigInteger, Boolean, DateTime, Index, Integer, Text, func
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 READ_MODEL_SCHEMA = "read_model"
@@ -31,6 +32,12 @@ class UserView(Base):
 
     id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
     email: Mapped[str | None] = mapped_column(Text)
+    # Version of the event that set ``email`` (UserRegistered, EmailChanged): the higher wins.
+    email_version: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
+    status: Mapped[str] = mapped_column(Text, nullable=False, server_default="active")
+    # Version of the UserDeactivated / UserReactivated that set ``status``.
+    status_version: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
+    password_changed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     roles: Mapped[list[str]] = mapped_column(ARRAY(Text), nullable=False, server_default="{}")
     # Version of the event that set ``roles``: the higher version wins whatever the order.
     roles_version: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
@@ -75,6 +82,27 @@ class SessionView(Base):
     user_agent: Mapped[str | None] = mapped_column(Text)
     ended_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     end_reason: Mapped[str | None] = mapped_column(Text)
+    # The latest of its start and its refreshes.
+    last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    new_device: Mapped[bool | None] = mapped_column(Boolean)
+
+
+class TimelineEntry(Base):
+    """One row per event of an account: its history, and what ``as_of`` folds."""
+
+    __tablename__ = "timeline"
+    __table_args__ = (
+        Index("ix_timeline_user_sequence", "user_id", "sequence", "event_id"),
+        {"schema": READ_MODEL_SCHEMA},
+    )
+
+    event_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
+    user_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), nullable=False)
+    sequence: Mapped[int] = mapped_column(Integer, nullable=False)
+    event_type: Mapped[str] = mapped_column(Text, nullable=False)
+    occurred_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    # What the event shows (``projector.projection.timeline``): never a secret such as a code.
+    data: Mapped[dict[str, Any]] = mapped_column(JSONB, nullable=False, server_default="{}")
 
 
 class ProcessedEvent(Base):

@@ -57,7 +57,7 @@ def test_databases(settings: Any) -> None:
     _sql(settings.auth_database_url, "TRUNCATE users, outbox, sessions, email_changes, login_failures")
     _sql(
         settings.projection_database_url,
-        "TRUNCATE read_model.users, read_model.login_history, read_model.sessions,"
+        "TRUNCATE read_model.users, read_model.login_history, read_model.sessions, read_model.timeline,"
         " read_model.processed_events, dead_letters",
     )
 

@@ -1,10 +1,11 @@
 """The effects of user events on the read model, applied a whole batch at a time.
 
-Each event type folds into a per-user change (``UserChange``); a batch then costs two
-statements whatever its size: one upsert of the changed users, one insert of login-history
-rows. Every fold is commutative (sums, greatest timestamps) or guarded by the aggregate
-version (roles: the highest version wins), so batches may arrive in any order and split
-any way and still converge.
+Each event type folds into a per-user change (``UserChange``); a batch then costs a few
+statements whatever its size: one upsert of the changed users, one insert each of
+login-history and timeline rows, one upsert of sessions. Every fold is commutative (sums,
+greatest or least timestamps, inserts keyed by event id) or guarded by the aggregate
+version (roles, email, status: the highest version wins), so batches may arrive in any
+order and split any way and still converge.
 """
 
 from __future__ import annotations
@@ -15,15 +16,36 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, case, func
+from sqlalchemy import Connection, and_, case, func, or_, tuple_
 from sqlalchemy.dialects.postgresql import insert
 
 from event_contract import Event
-from read_model import LoginHistoryEntry, SessionView, UserView
+from read_model import LoginHistoryEntry, SessionView, TimelineEntry, UserView
 
 users = UserView.__table__
 login_history = LoginHistoryEntry.__table__
 sessions = SessionView.__table__
+timeline = TimelineEntry.__table__
+
+ACTIVE, DEACTIVATED = "active", "deactivated"
+
+# What each event shows in the account's timeline: an allow-list, so a field a producer adds
+# later (or a secret such as EmailChangeRequested's ``code``) never reaches the read model.
+TIMELINE_FIELDS: dict[str, tuple[str, ...]] = {
+    "UserRegistered": ("email", "roles"),
+    "UserLoggedIn": ("session_id", "ip", "user_agent"),
+    "UserLoginFailed": ("reason", "ip", "user_agent"),
+    "UserRoleGranted": ("role", "roles"),
+    "UserRoleRevoked": ("role", "roles"),
+    "SessionStarted": ("session_id", "ip", "user_agent", "new_device"),
+    "SessionRefreshed": ("session_id",),
+    "SessionEnded": ("session_id", "reason"),
+    "PasswordChanged": (),
+    "EmailChangeRequested": ("new_email", "expires_at"),
+    "EmailChanged": ("email", "previous_email"),
+    "UserDeactivated": ("reason",),
+    "UserReactivated": (),
+}
 
 
 @dataclass
@@ -32,6 +54,10 @@ class UserChange:
 
     id: uuid.UUID
     email: str | None = None
+    email_version: int = 0
+    status: str = ACTIVE
+    status_version: int = 0
+    password_changed_at: datetime | None = None
     registered_at: datetime | None = None
     roles: list[str] | None = None
     roles_version: int = 0
@@ -43,7 +69,14 @@ class UserChange:
 
     def saw(self, event: Event) -> None:
         self.version = max(self.version, event.sequence)
-        self.email = self.email or event.data.get("email")
+
+    def set_email(self, email: str, version: int) -> None:
+        if version > self.email_version:
+            self.email, self.email_version = email, version
+
+    def set_status(self, status: str, version: int) -> None:
+        if version > self.status_version:
+            self.status, self.status_version = status, version
 
     def set_roles(self, roles: list[str], version: int) -> None:
         if version > self.roles_version:
@@ -53,6 +86,10 @@ class UserChange:
         return {
             "id": self.id,
             "email": self.email,
+            "email_version": self.email_version,
+            "status": self.status,
+            "status_version": self.status_version,
+            "password_changed_at": self.password_changed_at,
             "registered_at": self.registered_at,
             "roles": self.roles if self.roles is not None else [],
             "roles_version": self.roles_version,
@@ -66,6 +103,26 @@ class UserChange:
 
 def _later(current: datetime | None, moment: datetime) -> datetime:
     return moment if current is None or moment > current else current
+
+
+def _earlier(current: datetime | None, moment: datetime) -> datetime:
+    return moment if current is None or moment < current else current
+
+
+def timeline_data(event: Event) -> dict[str, Any]:
+    """The small data object the timeline keeps of an event (see ``TIMELINE_FIELDS``)."""
+    return {name: event.data.get(name) for name in TIMELINE_FIELDS[event.type]}
+
+
+def _timeline_row(event: Event) -> dict[str, Any]:
+    return {
+        "event_id": event.id,
+        "user_id": event.user_id,
+        "sequence": event.sequence,
+        "event_type": event.type,
+        "occurred_at": event.time,
+        "data": timeline_data(event),
+    }
 
 
 def _history_row(event: Event, outcome: str) -> dict[str, Any]:
@@ -83,10 +140,11 @@ def _history_row(event: Event, outcome: str) -> dict[str, Any]:
 
 @dataclass
 class BatchFold:
-    """Everything a batch changes: user rows, login-history rows, session rows."""
+    """Everything a batch changes: user rows, login-history, timeline and session rows."""
 
     users: dict[uuid.UUID, UserChange] = field(default_factory=dict)
     history: list[dict[str, Any]] = field(default_factory=list)
+    timeline: list[dict[str, Any]] = field(default_factory=list)
     sessions: dict[uuid.UUID, dict[str, Any]] = field(default_factory=dict)
 
     def session(self, session_id: str, user_id: uuid.UUID) -> dict[str, Any]:
@@ -101,12 +159,28 @@ class BatchFold:
                 "user_agent": None,
                 "ended_at": None,
                 "end_reason": None,
+                "last_used_at": None,
+                "new_device": None,
             },
         )
+
+    def start_session(self, event: Event) -> None:
+        """A session's start: from SessionStarted, or from a UserLoggedIn that names it."""
+        session = self.session(event.data["session_id"], event.user_id)
+        # Both events of one login carry the same device; the earliest time is the start.
+        session["started_at"] = _earlier(session["started_at"], event.time)
+        session["ip"] = session["ip"] or event.data.get("ip")
+        session["user_agent"] = session["user_agent"] or event.data.get("user_agent")
+        self.use_session(event)
+
+    def use_session(self, event: Event) -> None:
+        session = self.session(event.data["session_id"], event.user_id)
+        session["last_used_at"] = _later(session["last_used_at"], event.time)
 
 
 def fold_user_registered(batch: BatchFold, change: UserChange, event: Event) -> None:
     change.registered_at = event.time
+    change.set_email(event.data["email"], event.sequence)
     change.set_roles(event.data["roles"], event.sequence)
 
 
@@ -116,9 +190,7 @@ def fold_user_logged_in(batch: BatchFold, change: UserChange, event: Event) -> N
     change.last_login_at = _later(change.last_login_at, event.time)
     batch.history.append(_history_row(event, "success"))
     if event.data.get("session_id"):  # logins before sessions existed started none
-        session = batch.session(event.data["session_id"], event.user_id)
-        session.update(started_at=event.time, ip=event.data.get("ip"))
-        session.update(user_agent=event.data.get("user_agent"))
+        batch.start_session(event)
 
 
 def fold_user_login_failed(batch: BatchFold, change: UserChange, event: Event) -> None:
@@ -131,11 +203,44 @@ def fold_user_role_changed(batch: BatchFold, change: UserChange, event: Event) -
     change.set_roles(event.data["roles"], event.sequence)
 
 
+def fold_session_started(batch: BatchFold, change: UserChange, event: Event) -> None:
+    batch.start_session(event)
+    session = batch.sessions[uuid.UUID(event.data["session_id"])]
+    if session["new_device"] is None:  # one SessionStarted per session (duplicates agree)
+        session["new_device"] = event.data["new_device"]
+
+
+def fold_session_refreshed(batch: BatchFold, change: UserChange, event: Event) -> None:
+    batch.use_session(event)
+
+
 def fold_session_ended(batch: BatchFold, change: UserChange, event: Event) -> None:
-    # A session ends once; its end may be applied before its start (the upsert merges).
-    batch.session(event.data["session_id"], event.user_id).update(
-        ended_at=event.time, end_reason=event.data["reason"]
-    )
+    # Its end may be applied before its start (the upsert merges). Should a session be ended
+    # twice, the first end (by time, then reason) is kept, whatever the order of arrival.
+    session = batch.session(event.data["session_id"], event.user_id)
+    end = (event.time, event.data["reason"])
+    if session["ended_at"] is None or end < (session["ended_at"], session["end_reason"]):
+        session.update(ended_at=end[0], end_reason=end[1])
+
+
+def fold_password_changed(batch: BatchFold, change: UserChange, event: Event) -> None:
+    change.password_changed_at = _later(change.password_changed_at, event.time)
+
+
+def fold_email_change_requested(batch: BatchFold, change: UserChange, event: Event) -> None:
+    pass  # the timeline row is its only effect (without the code)
+
+
+def fold_email_changed(batch: BatchFold, change: UserChange, event: Event) -> None:
+    change.set_email(event.data["email"], event.sequence)
+
+
+def fold_user_deactivated(batch: BatchFold, change: UserChange, event: Event) -> None:
+    change.set_status(DEACTIVATED, event.sequence)
+
+
+def fold_user_reactivated(batch: BatchFold, change: UserChange, event: Event) -> None:
+    change.set_status(ACTIVE, event.sequence)
 
 
 Fold = Callable[[BatchFold, UserChange, Event], None]
@@ -146,7 +251,14 @@ HANDLERS: dict[str, Fold] = {
     "UserLoginFailed": fold_user_login_failed,
     "UserRoleGranted": fold_user_role_changed,
     "UserRoleRevoked": fold_user_role_changed,
+    "SessionStarted": fold_session_started,
+    "SessionRefreshed": fold_session_refreshed,
     "SessionEnded": fold_session_ended,
+    "PasswordChanged": fold_password_changed,
+    "EmailChangeRequested": fold_email_change_requested,
+    "EmailChanged": fold_email_changed,
+    "UserDeactivated": fold_user_deactivated,
+    "UserReactivated": fold_user_reactivated,
 }
 
 
@@ -156,7 +268,11 @@ def _upsert_users() -> Any:
     return stmt.on_conflict_do_update(
         index_elements=[users.c.id],
         set_={
-            "email": func.coalesce(users.c.email, new.email),
+            "email": case((new.email_version > users.c.email_version, new.email), else_=users.c.email),
+            "email_version": func.greatest(users.c.email_version, new.email_version),
+            "status": case((new.status_version > users.c.status_version, new.status), else_=users.c.status),
+            "status_version": func.greatest(users.c.status_version, new.status_version),
+            "password_changed_at": func.greatest(users.c.password_changed_at, new.password_changed_at),
             "registered_at": func.coalesce(new.registered_at, users.c.registered_at),
             "roles": case((new.roles_version > users.c.roles_version, new.roles), else_=users.c.roles),
             "roles_version": func.greatest(users.c.roles_version, new.roles_version),
@@ -171,6 +287,13 @@ def _upsert_users() -> Any:
 
 UPSERT_USERS = _upsert_users()
 INSERT_HISTORY = insert(login_history).on_conflict_do_nothing(index_elements=[login_history.c.event_id])
+INSERT_TIMELINE = insert(timeline).on_conflict_do_nothing(index_elements=[timeline.c.event_id])
+
+
+def _earlier_end(new: Any) -> Any:
+    old = sessions.c
+    sooner = tuple_(new.ended_at, new.end_reason) < tuple_(old.ended_at, old.end_reason)
+    return and_(new.ended_at.is_not(None), or_(old.ended_at.is_(None), sooner))
 
 
 def _upsert_sessions() -> Any:
@@ -179,11 +302,15 @@ def _upsert_sessions() -> Any:
     return stmt.on_conflict_do_update(
         index_elements=[sessions.c.session_id],
         set_={
-            "started_at": func.coalesce(sessions.c.started_at, new.started_at),
+            # LEAST and GREATEST skip NULLs: a row that lacks a time keeps the other's.
+            "started_at": func.least(sessions.c.started_at, new.started_at),
             "ip": func.coalesce(sessions.c.ip, new.ip),
             "user_agent": func.coalesce(sessions.c.user_agent, new.user_agent),
-            "ended_at": func.greatest(sessions.c.ended_at, new.ended_at),
-            "end_reason": func.coalesce(sessions.c.end_reason, new.end_reason),
+            "new_device": func.coalesce(sessions.c.new_device, new.new_device),  # SessionStarted's
+            "last_used_at": func.greatest(sessions.c.last_used_at, new.last_used_at),
+            # The first end is kept (see fold_session_ended); both columns read the old row.
+            "ended_at": func.least(sessions.c.ended_at, new.ended_at),
+            "end_reason": case((_earlier_end(new), new.end_reason), else_=sessions.c.end_reason),
         },
     )
 
@@ -198,6 +325,7 @@ def fold_events(events: Iterable[Event]) -> BatchFold:
         change = batch.users.setdefault(event.user_id, UserChange(event.user_id))
         change.saw(event)
         HANDLERS[event.type](batch, change, event)
+        batch.timeline.append(_timeline_row(event))
     return batch
 
 
@@ -209,5 +337,7 @@ def apply_events(conn: Connection, events: Iterable[Event]) -> None:
         conn.execute(UPSERT_USERS, [batch.users[key].row() for key in sorted(batch.users)])
     if batch.history:
         conn.execute(INSERT_HISTORY, batch.history)
+    if batch.timeline:
+        conn.execute(INSERT_TIMELINE, batch.timeline)
     if batch.sessions:
         conn.execute(UPSERT_SESSIONS, [batch.sessions[key] for key in sorted(batch.sessions)])

@@ -38,7 +38,7 @@ log = logging.getLogger(__name__)
 
 NEXT_SCHEMA = f"{READ_MODEL_SCHEMA}_next"
 # The projected tables; processed_events first, the lock order of the projection workers.
-TABLES = ("processed_events", "users", "login_history", "sessions")
+TABLES = ("processed_events", "users", "login_history", "sessions", "timeline")
 REBUILD_LOCK_KEY = 0x72656275696C64  # "rebuild": one rebuild at a time
 TO_NEXT = {READ_MODEL_SCHEMA: NEXT_SCHEMA}
 # Phases a caller can observe (``on_phase``): the operator's progress, and the kill tests'

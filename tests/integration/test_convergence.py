@@ -3,51 +3,22 @@ events gives the read model that in-order, once-only application gives."""
 
 from __future__ import annotations
 
-import uuid
-from datetime import UTC, datetime, timedelta
+import json
+from datetime import timedelta
 
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 from sqlalchemy import text
 
-from event_contract import Delivery, Event, new_event, serialize_event
+from event_contract import Delivery, Event, serialize_event
 from projector.projection.apply import apply_batch
+from projector.projection.folds import TIMELINE_FIELDS
+from read_model.timeline import account_from_timeline
+from tests.support.lifecycle import T0, AccountBuilder, account_streams, expected_accounts
 from tests.support.read_model import query_engine, rows
 
-T0 = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
-ROLES = ("admin", "editor", "auditor", "user")
-LATER_TYPES = ("UserLoggedIn", "UserLoginFailed", "UserRoleGranted", "UserRoleRevoked")
-
-
-@st.composite
-def user_streams(draw: st.DrawFn) -> list[Event]:
-    """Several users, each: UserRegistered v1, then a random mix with consecutive versions."""
-    events: list[Event] = []
-    for n in range(draw(st.integers(1, 4))):
-        user = uuid.uuid4()
-        email = f"conv-{user.hex[:10]}-{n}@example.com"
-        roles = {"user"}
-        # Times are drawn freely (not sorted by version): "latest" must not depend on order.
-        moment = st.integers(0, 10**6).map(lambda s: T0 + timedelta(seconds=s))
-        events.append(
-            new_event("UserRegistered", user, 1, {"email": email, "roles": ["user"]}, time=draw(moment))
-        )
-        for version in range(2, 2 + draw(st.integers(0, 8))):
-            kind = draw(st.sampled_from(LATER_TYPES))
-            if kind == "UserLoggedIn":
-                data = {"email": email, "ip": draw(st.sampled_from(["10.0.0.1", None]))}
-            elif kind == "UserLoginFailed":
-                data = {
-                    "email": email,
-                    "reason": draw(st.sampled_from(["invalid_password", "account_locked"])),
-                }
-            else:
-                role = draw(st.sampled_from(ROLES))
-                roles = roles | {role} if kind == "UserRoleGranted" else roles - {role}
-                data = {"role": role, "roles": sorted(roles)}
-            events.append(new_event(kind, user, version, data, time=draw(moment)))
-    return events
+TABLES = ("users", "login_history", "sessions", "timeline")
 
 
 @st.composite
@@ -68,87 +39,170 @@ def _apply(batches: list[list[Delivery]]) -> None:
 
 
 def _state(user_ids: list[str]) -> dict[str, list]:
+    """Every projected row of the users (all tables), in a stable order."""
+    key = {"users": "id", "login_history": "event_id", "sessions": "session_id", "timeline": "event_id"}
     return {
-        "users": rows(
-            "SELECT * FROM read_model.users WHERE id = ANY(CAST(:ids AS uuid[])) ORDER BY id", ids=user_ids
-        ),
-        "login_history": rows(
-            "SELECT * FROM read_model.login_history"
-            " WHERE user_id = ANY(CAST(:ids AS uuid[])) ORDER BY event_id",
+        table: rows(
+            f"SELECT * FROM read_model.{table} WHERE {'id' if table == 'users' else 'user_id'}"
+            f" = ANY(CAST(:ids AS uuid[])) ORDER BY {key[table]}",
             ids=user_ids,
-        ),
+        )
+        for table in TABLES
     }
 
 
 def _forget(user_ids: list[str], event_ids: list[str]) -> None:
     with query_engine().begin() as conn:
-        conn.execute(
-            text("DELETE FROM read_model.users WHERE id = ANY(CAST(:ids AS uuid[]))"), {"ids": user_ids}
-        )
-        conn.execute(
-            text("DELETE FROM read_model.login_history WHERE user_id = ANY(CAST(:ids AS uuid[]))"),
-            {"ids": user_ids},
-        )
+        for table in TABLES:
+            owner = "id" if table == "users" else "user_id"
+            conn.execute(
+                text(f"DELETE FROM read_model.{table} WHERE {owner} = ANY(CAST(:ids AS uuid[]))"),
+                {"ids": user_ids},
+            )
         conn.execute(
             text("DELETE FROM read_model.processed_events WHERE event_id = ANY(CAST(:ids AS uuid[]))"),
             {"ids": event_ids},
         )
 
 
-def _model(events: list[Event]) -> dict[str, dict]:
-    """The read model of each user, computed from the stream in plain Python."""
-    users: dict[str, dict] = {}
-    for event in sorted(events, key=lambda e: (e.user_id, e.sequence)):
-        user = users.setdefault(str(event.user_id), {"login_count": 0, "failed_login_count": 0, "logins": 0})
-        user["version"] = event.sequence
-        if event.type == "UserRegistered":
-            user.update(email=event.data["email"], registered_at=event.time, roles=event.data["roles"])
-        elif event.type in ("UserRoleGranted", "UserRoleRevoked"):
-            user["roles"] = event.data["roles"]
-        elif event.type == "UserLoggedIn":
-            user["login_count"] += 1
-            user["last_login_at"] = max(user.get("last_login_at") or event.time, event.time)
-        else:
-            user["failed_login_count"] += 1
-            user["last_failed_login_at"] = max(user.get("last_failed_login_at") or event.time, event.time)
-        user["logins"] += event.type in ("UserLoggedIn", "UserLoginFailed")
-    return users
+def _in_order(events: list[Event]) -> list[list[Delivery]]:
+    """The reference delivery: in version order, each event once, one transaction each."""
+    ordered = sorted(events, key=lambda e: (e.user_id, e.sequence))
+    return [[Delivery.from_bytes(serialize_event(e))] for e in ordered]
+
+
+def _assert_matches_model(state: dict[str, list], events: list[Event]) -> None:
+    model = expected_accounts(events)
+    assert len(state["users"]) == len(model)
+    for row in state["users"]:
+        expected = model[str(row["id"])]
+        assert row["email"] == expected["email"]
+        assert row["status"] == expected["status"]
+        assert row["registered_at"] == expected["registered_at"]
+        assert sorted(row["roles"]) == sorted(expected["roles"])
+        assert row["version"] == expected["version"]
+        assert row["login_count"] == expected["login_count"]
+        assert row["failed_login_count"] == expected["failed_login_count"]
+        assert row["last_login_at"] == expected.get("last_login_at")
+        assert row["last_failed_login_at"] == expected.get("last_failed_login_at")
+        assert row["password_changed_at"] == expected.get("password_changed_at")
+    assert len(state["login_history"]) == sum(u["logins"] for u in model.values())
+    sessions = {str(s["session_id"]): s for s in state["sessions"]}
+    wanted = {sid: s for u in model.values() for sid, s in u["sessions"].items()}
+    assert set(sessions) == set(wanted)
+    for sid, expected in wanted.items():
+        row = sessions[sid]
+        assert (row["started_at"], row["last_used_at"], row["ended_at"]) == (
+            expected["started_at"],
+            expected["last_used_at"],
+            expected["ended_at"],
+        )
+        assert row["end_reason"] == expected.get("end_reason")
+        assert (row["ip"], row["user_agent"]) == expected.get("device", (None, None))
+        assert row["new_device"] == expected.get("new_device")
+    # The timeline: one row per event, with only the fields its type shows (never a code).
+    assert len(state["timeline"]) == sum(u["events"] for u in model.values())
+    for entry in state["timeline"]:
+        assert set(entry["data"]) == set(TIMELINE_FIELDS[entry["event_type"]])
+        assert "code" not in json.dumps(entry["data"])
+    # Folded whole, each user's timeline gives its live row (as_of = now is the live view).
+    for row in state["users"]:
+        account = account_from_timeline(
+            row["id"], [_Entry(e) for e in state["timeline"] if e["user_id"] == row["id"]]
+        )
+        assert account is not None
+        for name in (
+            "email",
+            "status",
+            "roles",
+            "registered_at",
+            "last_login_at",
+            "password_changed_at",
+            "login_count",
+            "failed_login_count",
+            "version",
+        ):
+            assert getattr(account, name) == row[name], name
+
+
+class _Entry:
+    def __init__(self, row: dict) -> None:
+        self.event_type, self.sequence = row["event_type"], row["sequence"]
+        self.occurred_at, self.data = row["occurred_at"], row["data"]
 
 
 @hypothesis_settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.data())
 def test_any_order_duplication_and_batching_converges(test_databases, data):
-    events = data.draw(user_streams(), label="events")
+    """Every event type: logins with their sessions, refreshes and ends (some before their
+    start), failures, roles, password changes, email change requests and changes,
+    deactivation and reactivation; each delivered 1-3 times, shuffled, in random batches."""
+    events = data.draw(account_streams(), label="events")
     batches = data.draw(deliveries_in_batches(events), label="batches")
+    _converges(events, batches)
+
+
+def _converges(events: list[Event], batches: list[list[Delivery]]) -> None:
     user_ids = sorted({str(e.user_id) for e in events})
     event_ids = [str(e.id) for e in events]
     try:
-        # The reference: in version order, each event once, one transaction each.
-        _apply(
-            [
-                [Delivery.from_bytes(serialize_event(e))]
-                for e in sorted(events, key=lambda e: (e.user_id, e.sequence))
-            ]
-        )
+        _apply(_in_order(events))
         in_order = _state(user_ids)
         _forget(user_ids, event_ids)
 
         _apply(batches)
         shuffled = _state(user_ids)
         assert shuffled == in_order
-
-        model = _model(events)
-        assert len(shuffled["users"]) == len(model)
-        for row in shuffled["users"]:
-            expected = model[str(row["id"])]
-            assert row["email"] == expected["email"]
-            assert row["registered_at"] == expected["registered_at"]
-            assert sorted(row["roles"]) == sorted(expected["roles"])
-            assert row["version"] == expected["version"]
-            assert row["login_count"] == expected["login_count"]
-            assert row["failed_login_count"] == expected["failed_login_count"]
-            assert row["last_login_at"] == expected.get("last_login_at")
-            assert row["last_failed_login_at"] == expected.get("last_failed_login_at")
-        assert len(shuffled["login_history"]) == sum(u["logins"] for u in model.values())
+        _assert_matches_model(shuffled, events)
     finally:
         _forget(user_ids, event_ids)
+
+
+def _one_by_one(events: list[Event]) -> list[list[Delivery]]:
+    return [[Delivery.from_bytes(serialize_event(e), "test/convergence")] for e in events]
+
+
+def test_two_email_changes_delivered_in_reverse(test_databases):
+    account = AccountBuilder().register(T0)
+    account.change_email(T0 + timedelta(minutes=1))
+    account.change_email(T0 + timedelta(minutes=2))
+    events = account.events
+    _converges(events, _one_by_one(events[::-1]))
+    _converges(events, [[Delivery.from_bytes(serialize_event(e)) for e in events[::-1]]])  # one batch
+
+
+def test_a_password_change_before_the_registration(test_databases):
+    account = AccountBuilder().register(T0)
+    account.add("PasswordChanged", {"email": account.email}, T0 + timedelta(hours=1))
+    session = account.login(T0 + timedelta(hours=2))
+    account.add(
+        "SessionEnded", {"session_id": str(session), "reason": "password-change"}, T0 + timedelta(hours=3)
+    )
+    _converges(account.events, _one_by_one(account.events[::-1]))
+
+
+def test_duplicates_of_each_event_type_change_nothing(test_databases):
+    account = AccountBuilder().register(T0)
+    session = account.login(T0 + timedelta(minutes=1))
+    account.add(
+        "UserLoginFailed", {"email": account.email, "reason": "invalid_password"}, T0 + timedelta(minutes=2)
+    )
+    account.add("SessionRefreshed", {"session_id": str(session)}, T0 + timedelta(minutes=3))
+    account.role("UserRoleGranted", "admin", T0 + timedelta(minutes=4))
+    account.role("UserRoleRevoked", "admin", T0 + timedelta(minutes=5))
+    account.add("PasswordChanged", {"email": account.email}, T0 + timedelta(minutes=6))
+    account.change_email(T0 + timedelta(minutes=7))
+    account.add("UserDeactivated", {"reason": "abuse"}, T0 + timedelta(minutes=8))
+    account.add(
+        "SessionEnded", {"session_id": str(session), "reason": "deactivation"}, T0 + timedelta(minutes=8)
+    )
+    account.add("UserReactivated", {}, T0 + timedelta(minutes=9))
+    events = account.events
+    assert {e.type for e in events} == set(TIMELINE_FIELDS)  # every type, once
+    # Each event three times: in a batch of its own, twice in one batch, and in a final batch of all.
+    batches = [
+        *_one_by_one(events),
+        [Delivery.from_bytes(serialize_event(e)) for e in events for _ in (1, 2)],
+    ]
+    batches.append([Delivery.from_bytes(serialize_event(e)) for e in events[::-1]])
+    _converges(events, batches)

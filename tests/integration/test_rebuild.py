@@ -166,7 +166,7 @@ class _Trickle(threading.Thread):
         try:
             out = producer()
             while not self.stop.is_set():
-                part = user_histories(2, logins=1, failures=1, tag="during-rebuild")
+                part = user_histories(2, logins=1, failures=1, tag="during-rebuild", lifecycle=True)
                 produce(part.events, out=out)
                 self.burst.events.extend(part.events)
                 self.burst.event_ids.extend(part.event_ids)
@@ -179,7 +179,7 @@ class _Trickle(threading.Thread):
 @pytest.mark.slow
 def test_rebuild_while_the_query_api_serves_and_events_keep_coming(system, settings):
     # Something to rebuild, and an event that passes the contract but breaks the database.
-    burst = user_histories(150, logins=2, failures=1, tag="rebuild")
+    burst = user_histories(150, logins=2, failures=1, tag="rebuild", lifecycle=True)  # every event type
     produce(burst.events)
     breaking = new_event("UserRegistered", uuid.uuid4(), 1, {"email": "too-big@example.com"})
     document = breaking.to_cloudevent() | {"sequence": 2**31}

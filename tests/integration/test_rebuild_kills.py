@@ -54,7 +54,7 @@ class _Trickle(threading.Thread):
         try:
             out = producer()
             while not self.stop.is_set():
-                part = user_histories(1, logins=1, failures=1, tag=self.tag)
+                part = user_histories(1, logins=1, failures=1, tag=self.tag, lifecycle=True)
                 produce(part.events, out=out)
                 self.burst.event_ids.extend(part.event_ids)
                 self.burst.users.update(part.users)
@@ -72,7 +72,7 @@ class _Trickle(threading.Thread):
 
 @pytest.fixture(scope="module")
 def earlier(system) -> Burst:
-    burst = user_histories(100, logins=2, failures=1, tag="before-kills")  # 400 events to copy
+    burst = user_histories(100, logins=2, failures=1, tag="before-kills", lifecycle=True)  # 1,300 to copy
     produce(burst.events)
     assert_projected_exactly_once(burst)
     return burst

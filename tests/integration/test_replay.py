@@ -47,7 +47,7 @@ def _commit_offsets_to_zero(settings) -> None:
 
 @pytest.mark.slow
 def test_replaying_the_topic_from_offset_zero_changes_nothing(system, settings):
-    burst = user_histories(100, logins=3, failures=1, tag="replay")  # 500 events
+    burst = user_histories(100, logins=3, failures=1, tag="replay", lifecycle=True)  # 1,400 events
     produce(burst.events)
     assert_projected_exactly_once(burst)
     wait_pipeline_idle()

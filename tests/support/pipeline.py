@@ -55,8 +55,11 @@ class Burst:
         self.event_ids.append(uuid.UUID(str(event_id)))
 
 
-def user_histories(users: int, logins: int = 3, failures: int = 1, tag: str = "burst") -> Burst:
-    """``users`` fresh users, each registered, then ``failures`` failed and ``logins`` good logins."""
+def user_histories(
+    users: int, logins: int = 3, failures: int = 1, tag: str = "burst", lifecycle: bool = False
+) -> Burst:
+    """``users`` fresh users, each registered, then ``failures`` failed and ``logins`` good logins;
+    with ``lifecycle``, then the rest of an account's life too (``lifecycle_events``)."""
     burst = Burst()
     start = datetime.now(UTC).replace(microsecond=0)
     for n in range(users):
@@ -83,10 +86,41 @@ def user_histories(users: int, logins: int = 3, failures: int = 1, tag: str = "b
                     time=start + timedelta(seconds=len(history), microseconds=n),
                 )
             )
+        if lifecycle:
+            later = start + timedelta(seconds=len(history))
+            history.extend(lifecycle_events(user, email, len(history), later))
         burst.events.extend(history)
         burst.event_ids.extend(e.id for e in history)
-        burst.users[user] = {"logins": logins, "failures": failures, "version": len(history)}
+        burst.users[user] = {
+            "logins": sum(e.type == "UserLoggedIn" for e in history),
+            "failures": failures,
+            "version": len(history),
+        }
     return burst
+
+
+def lifecycle_events(user: uuid.UUID, email: str, version: int, start: datetime) -> list[Event]:
+    """After ``version``: a login that starts a session, its refresh, a password change, an email
+    change (requested, confirmed), a deactivation that ends the session, a reactivation."""
+    session = str(uuid.uuid4())
+    new_email = f"changed-{user.hex[:12]}@example.com"
+    device = {"ip": "10.0.0.3", "user_agent": "life/1"}
+    expires_at = (start + timedelta(minutes=15)).isoformat()
+    steps: list[tuple[str, dict[str, Any]]] = [
+        ("UserLoggedIn", {"email": email, **device, "session_id": session}),
+        ("SessionStarted", {"session_id": session, "email": email, **device, "new_device": True}),
+        ("SessionRefreshed", {"session_id": session}),
+        ("PasswordChanged", {"email": email}),
+        ("EmailChangeRequested", {"new_email": new_email, "code": "482916", "expires_at": expires_at}),
+        ("EmailChanged", {"email": new_email, "previous_email": email}),
+        ("UserDeactivated", {"reason": "test"}),
+        ("SessionEnded", {"session_id": session, "reason": "deactivation"}),
+        ("UserReactivated", {}),
+    ]
+    return [
+        new_event(kind, user, version + n, data, time=start + timedelta(seconds=n))
+        for n, (kind, data) in enumerate(steps, start=1)
+    ]
 
 
 def producer() -> Producer:
@@ -174,6 +208,9 @@ def projected_counts(burst: Burst) -> dict[str, int]:
         "SELECT count(*) FROM read_model.processed_events WHERE event_id = ANY(CAST(:ids AS uuid[]))",
         ids=events,
     )
+    timeline = scalar(
+        "SELECT count(*) FROM read_model.timeline WHERE user_id = ANY(CAST(:ids AS uuid[]))", ids=users
+    )
     return {
         "processed_events": processed,
         "users": row["users"],
@@ -182,6 +219,7 @@ def projected_counts(burst: Burst) -> dict[str, int]:
         "version_sum": row["version_sum"],
         "login_history": history["rows"],
         "login_history_distinct": history["distinct_events"],
+        "timeline": timeline,
     }
 
 
@@ -194,6 +232,8 @@ def expected_counts(burst: Burst) -> dict[str, int]:
         "version_sum": sum(u["version"] for u in burst.users.values()),
         "login_history": burst.logins,
         "login_history_distinct": burst.logins,
+        # One timeline row per event of each user: its versions are 1..version.
+        "timeline": sum(u["version"] for u in burst.users.values()),
     }
 
 
@@ -304,6 +344,8 @@ def read_model_snapshot(
     queries = {
         "users": f"SELECT * FROM read_model.users{by_user} ORDER BY id",
         "login_history": f"SELECT * FROM read_model.login_history{by_owner} ORDER BY event_id",
+        "sessions": f"SELECT * FROM read_model.sessions{by_owner} ORDER BY session_id",
+        "timeline": f"SELECT * FROM read_model.timeline{by_owner} ORDER BY event_id",
         "processed_events": "SELECT event_id, event_type, occurred_at FROM read_model.processed_events"
         f"{by_event} ORDER BY event_id",
     }
