@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 from auth_api.commands import CodePolicy
 from auth_api.extensions import db
@@ -13,6 +12,7 @@ from auth_api.lockout import LockoutPolicy
 from auth_api.passwords import PasswordHasher
 from auth_api.unit_of_work import SqlUnitOfWork
 from event_contract.crypto import MasterKeys
+from event_contract.keystore import master_keys as load_master_keys
 from settings import Settings
 from web.jwt_setup import read_key
 
@@ -52,18 +52,7 @@ def build_write_side(settings: Settings) -> WriteSide:
 
 
 def master_keys(settings: Settings) -> MasterKeys:
-    """``DATA_MASTER_KEYS``, else the file ``python -m auth_api.keygen`` writes."""
-    text = settings.data_master_keys
-    if not text:
-        path = Path(settings.data_master_keys_file)
-        if not path.is_file():
-            raise RuntimeError(
-                f"no data master key: set DATA_MASTER_KEYS or run python -m auth_api.keygen ({path})"
-            )
-        text = path.read_text()
-    return MasterKeys.parse(text)
-
-
+    return load_master_keys(settings.data_master_keys, settings.data_master_keys_file)
 def failure_secret(settings: Settings) -> bytes:
     """``LOGIN_FAILURE_KEY``, else a key derived from the signing key: a secret only the write
     side holds, with nothing more to provision."""

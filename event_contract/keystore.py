@@ -9,6 +9,8 @@ events, in any process.
 from __future__ import annotations
 
 import uuid
+from functools import cache
+from pathlib import Path
 
 from sqlalchemy import Engine, text
 
@@ -47,3 +49,21 @@ class SqlDataKeys:
             return self.master.unwrap(user_id, key_id, row[1], row[2])
         except KeyUnavailable:
             raise  # a configuration fault (a master key missing), not an erasure: never blank data
+
+
+@cache
+def master_keys(inline: str | None, path: str) -> MasterKeys:
+    """The master keys: ``inline`` (DATA_MASTER_KEYS), else the file ``python -m auth_api.keygen``
+    writes. Read once per process."""
+    if not inline:
+        file = Path(path)
+        if not file.is_file():
+            hint = f"set DATA_MASTER_KEYS or run python -m auth_api.keygen (writes {file})"
+            raise RuntimeError(f"no data master key: {hint}")
+        inline = file.read_text()
+    return MasterKeys.parse(inline)
+
+
+def batch_keys(engine: Engine, inline: str | None, path: str) -> SqlDataKeys:
+    """A fresh key store for one batch (its cache dies with it)."""
+    return SqlDataKeys(engine, master_keys(inline, path))
