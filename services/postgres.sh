@@ -204,6 +204,10 @@ cmd_setup() {
     # The consumers that open events' personal fields read the data keys in auth_db.
     superuser_psql -d postgres -v db="$AUTH_DB_NAME" -v readers="$projection" \
         -f "$SERVICES_DIR/sql/data_keys_access.sql" >/dev/null
+    # Failing statements carry their values (an email in a unique-key error): the server log
+    # keeps neither the statement nor the error's DETAIL, so no personal data lands there.
+    superuser_psql -d postgres -c "ALTER SYSTEM SET log_error_verbosity = 'terse'" \
+        -c "ALTER SYSTEM SET log_min_error_statement = 'panic'" -c "SELECT pg_reload_conf()" >/dev/null
     log "databases ready on $PGHOST_TCP:$PGPORT (passwords in $SECRETS_DIR/postgres/)"
 }
 
