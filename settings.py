@@ -30,6 +30,9 @@ class Settings:
     relay_database_url: str  # the relay: reads and marks the outbox only
     projection_database_url: str  # workers, rebuild, query_db's migrations: owner of query_db
     query_database_url: str  # the read API: SELECT only
+    # auth_db as the projection role: SELECT on data_keys only (event_contract.keystore)
+    projection_keys_database_url: str
+    notifier_keys_database_url: str  # auth_db as the notifier role: SELECT on data_keys only
     broker_url: str
     flower_basic_auth: str | None  # "user:password"; Flower refuses to start without one
     kafka_bootstrap: str  # one broker or several, comma-separated: clients take either as is
@@ -38,6 +41,10 @@ class Settings:
     # --- tokens ---
     jwt_private_key_file: str
     jwt_public_key_file: str
+    # Master keys wrapping the per-user data keys (event_contract.crypto.MasterKeys):
+    # "id:base64[,id:base64...]", the current first; inline, else from the file.
+    data_master_keys: str | None
+    data_master_keys_file: str
     jwt_private_key_pem: str | None  # the PEM itself, instead of the file (containers)
     jwt_public_key_pem: str | None
     jwt_access_ttl: timedelta
@@ -156,6 +163,8 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         relay_database_url=database("RELAY_DATABASE_URL", "relay", auth_db),
         projection_database_url=database("PROJECTION_DATABASE_URL", "projection", query_db),
         query_database_url=database("QUERY_DATABASE_URL", "reader", query_db, pg_reads),
+        projection_keys_database_url=database("PROJECTION_KEYS_DATABASE_URL", "projection", auth_db),
+        notifier_keys_database_url=database("NOTIFIER_KEYS_DATABASE_URL", "notifier", auth_db),
         broker_url=text("CELERY_BROKER_URL", f"amqp://{rabbit_user}:{rabbit_password}@{rabbit}"),
         flower_basic_auth=text("FLOWER_BASIC_AUTH", f"flower:{flower_password}" if flower_password else "")
         or None,
@@ -164,6 +173,8 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         consumer_group=text("PROJECTOR_GROUP_ID", "query-projector"),
         jwt_private_key_file=text("JWT_PRIVATE_KEY_FILE", str(data_dir / "keys" / "jwt_private.pem")),
         jwt_public_key_file=text("JWT_PUBLIC_KEY_FILE", str(data_dir / "keys" / "jwt_public.pem")),
+        data_master_keys=env.get("DATA_MASTER_KEYS") or None,
+        data_master_keys_file=text("DATA_MASTER_KEYS_FILE", str(data_dir / "keys" / "data_master_keys")),
         jwt_private_key_pem=_pem(env.get("JWT_PRIVATE_KEY")),
         jwt_public_key_pem=_pem(env.get("JWT_PUBLIC_KEY")),
         jwt_access_ttl=timedelta(seconds=integer("JWT_ACCESS_TTL_SECONDS", 15 * 60)),

@@ -11,6 +11,8 @@ from auth_api.extensions import db
 from auth_api.lockout import LockoutPolicy
 from auth_api.passwords import PasswordHasher
 from auth_api.unit_of_work import SqlUnitOfWork
+from event_contract.crypto import MasterKeys
+from event_contract.keystore import master_keys as load_master_keys
 from settings import Settings
 from web.jwt_setup import read_key
 
@@ -23,10 +25,11 @@ class WriteSide:
     # digests of devices and email codes (auth_api.keyed).
     failure_secret: bytes
     after_commit: Callable[[], None]
+    master: MasterKeys  # wraps the users' data keys
     codes: CodePolicy = CodePolicy()  # email-change codes: lifetime and tries
 
     def unit_of_work(self) -> SqlUnitOfWork:
-        return SqlUnitOfWork(db.session, self.after_commit)
+        return SqlUnitOfWork(db.session, self.master, self.after_commit)
 
 
 def build_write_side(settings: Settings) -> WriteSide:
@@ -39,10 +42,17 @@ def build_write_side(settings: Settings) -> WriteSide:
     hasher = PasswordHasher.from_settings(settings)
     codes = CodePolicy(settings.email_code_ttl, settings.email_code_max_attempts)
     return WriteSide(
-        hasher, LockoutPolicy.from_settings(settings), failure_secret(settings), after_commit, codes
+        hasher,
+        LockoutPolicy.from_settings(settings),
+        failure_secret(settings),
+        after_commit,
+        master_keys(settings),
+        codes,
     )
 
 
+def master_keys(settings: Settings) -> MasterKeys:
+    return load_master_keys(settings.data_master_keys, settings.data_master_keys_file)
 def failure_secret(settings: Settings) -> bytes:
     """``LOGIN_FAILURE_KEY``, else a key derived from the signing key: a secret only the write
     side holds, with nothing more to provision."""

@@ -1,5 +1,6 @@
 """Operator commands: ``flask --app auth_api grant-role EMAIL ROLE``, ``revoke-role``,
-``deactivate-user EMAIL [--reason TEXT]`` and ``reactivate-user EMAIL``."""
+``deactivate-user EMAIL [--reason TEXT]``, ``reactivate-user EMAIL``, ``delete-user EMAIL``
+and ``rotate-master-key``."""
 
 from __future__ import annotations
 
@@ -34,11 +35,36 @@ def register_cli(app: Flask) -> None:
         outcome = _on_user(commands.deactivate, email, reason=reason)
         _report(outcome, "deactivated", f"{outcome.ended_sessions} session(s) ended")
 
+    @app.cli.command("delete-user")
+    @click.argument("email")
+    @click.confirmation_option(prompt="Erase this account and every trace of it? This cannot be undone.")
+    def delete_user(email: str) -> None:
+        """Erase the user with EMAIL (emits UserDeleted; destroys its data key)."""
+        _delete_user(email)
+
+    @app.cli.command("rotate-master-key")
+    def rotate_master_key() -> None:
+        """Re-wrap every data key with the current master key (the first of DATA_MASTER_KEYS)."""
+        from auth_api.key_rotation import rewrap_all
+
+        side = current_app.extensions["write_side"]
+        moved = rewrap_all(side.master)
+        click.echo(f"re-wrapped {moved} data key(s) with master key {side.master.current!r}")
+
     @app.cli.command("reactivate-user")
     @click.argument("email")
     def reactivate_user(email: str) -> None:
         """Reactivate the user with EMAIL."""
         _report(_on_user(commands.reactivate, email), "reactivated")
+
+
+def _delete_user(email: str) -> None:
+    side = current_app.extensions["write_side"]
+    try:
+        outcome = commands.delete_user(side.unit_of_work(), side.failure_secret, email)
+    except commands.UnknownUser as exc:
+        raise click.ClickException("no user with that email") from exc
+    _report(outcome, "deleted", f"{outcome.ended_sessions} session(s) ended; its data key is destroyed")
 
 
 def _on_user(command, email: str, **kwargs: object) -> commands.Outcome:  # noqa: ANN001 - a command

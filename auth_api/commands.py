@@ -468,6 +468,60 @@ def confirm_email_change(
     return Outcome.of(account, events)
 
 
+def _erase(uow: UnitOfWork, secret: bytes, user: User, by: str, now: datetime) -> None:
+    """End the sessions, record UserDeleted, and forget the account in this database: its rows,
+    its email's failure counter, and the data key that opens every event it ever had."""
+    user.erase(by, now, uow.sessions.active_of(user.id))
+    uow.failures.save(failure_key(secret, user.email), FailureCount())
+    uow.users.remove(user)
+    uow.keys.destroy(user.id)
+
+
+def delete_account(
+    uow: UnitOfWork,
+    check: PasswordCheck,
+    caller: Caller,
+    password: str,
+    *,
+    headers: dict[str, str] | None = None,
+    clock: Clock = utc_now,
+) -> Outcome:
+    """Erase the caller's account, given its password (``DELETE /users/me``)."""
+    stored, email = _read_hash(uow, caller)
+    valid = check.hasher.verify(stored, password)
+    with uow:
+        now = clock()
+        user, _ = _confirm_password(uow, check, caller, email, stored, valid, now, headers)
+        account = Account.of(user)
+        _erase(uow, check.secret, user, "self", now)
+        events = uow.commit(headers)
+    return Outcome.of(account, events)
+
+
+def delete_user(
+    uow: UnitOfWork,
+    secret: bytes,
+    target: uuid.UUID | str,
+    *,
+    by: Caller | None = None,
+    headers: dict[str, str] | None = None,
+    clock: Clock = utc_now,
+) -> Outcome:
+    """Erase an account (by id or email) as an admin or operator; never one's own this way."""
+    with uow:
+        _admin(uow, by)
+        found = _target(uow, target, for_update=False)
+        # The email's counter lock before the user's, in the order every login takes them.
+        uow.failures.lock(failure_key(secret, found.email))
+        user = _target(uow, found.id)
+        if by is not None and user.id == by.user_id:
+            raise Forbidden("admins delete their own account with DELETE /users/me")
+        account = Account.of(user)
+        _erase(uow, secret, user, "admin", clock())
+        events = uow.commit(headers)
+    return Outcome.of(account, events)
+
+
 # --- operator commands ---
 
 
@@ -483,11 +537,11 @@ def _admin(uow: UnitOfWork, caller: Caller | None) -> None:
         raise Forbidden("an admin role is required")
 
 
-def _target(uow: UnitOfWork, target: uuid.UUID | str) -> User:
+def _target(uow: UnitOfWork, target: uuid.UUID | str, *, for_update: bool = True) -> User:
     if isinstance(target, uuid.UUID):
-        user = uow.users.get(target, for_update=True)
+        user = uow.users.get(target, for_update=for_update)
     else:
-        user = uow.users.by_email(normalize_email(target), for_update=True)
+        user = uow.users.by_email(normalize_email(target), for_update=for_update)
     if user is None:
         raise UnknownUser(str(target))
     return user

@@ -1,6 +1,8 @@
-"""``python -m auth_api.keygen``: write a development RS256 key pair if none exists.
+"""``python -m auth_api.keygen``: write a development RS256 key pair and a data master key
+if none exists.
 
 The write side signs tokens with the private key; the read side holds only the public one.
+The master key wraps every user's data key (``event_contract.crypto``).
 """
 
 from __future__ import annotations
@@ -35,12 +37,28 @@ def generate_key_pair(private_path: Path, public_path: Path) -> bool:
     return True
 
 
+def ensure_master_keys(path: Path) -> bool:
+    """Write a file with one new master key unless it exists; True if written."""
+    if path.exists():
+        return False
+    from event_contract.crypto import MasterKeys
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(MasterKeys.generate_line("m1") + "\n")
+    return True
+
+
 def main() -> int:
     from settings import load_settings
 
     settings = load_settings()
     written = generate_key_pair(Path(settings.jwt_private_key_file), Path(settings.jwt_public_key_file))
     print(("wrote" if written else "kept") + f" JWT key pair {settings.jwt_private_key_file}")
+    if not settings.data_master_keys:
+        written = ensure_master_keys(Path(settings.data_master_keys_file))
+        print(("wrote" if written else "kept") + f" data master key {settings.data_master_keys_file}")
     return 0
 
 

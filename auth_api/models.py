@@ -145,6 +145,14 @@ class User(db.Model):
         previous, self.email = self.email, new_email
         return self._record("EmailChanged", {"email": new_email, "previous_email": previous}, now)
 
+    # --- erasure ---
+
+    def erase(self, by: str, now: datetime, sessions: Iterable[UserSession]) -> Event:
+        """Every session ends, then UserDeleted: the unit of work then removes the account and
+        destroys its data key, which makes every earlier event of it unreadable."""
+        self.end_sessions(sessions, "deletion", now)
+        return self._record("UserDeleted", {"by": by}, now)
+
     # --- deactivation ---
 
     def deactivate(self, reason: str | None, now: datetime, sessions: Iterable[UserSession]) -> Event | None:
@@ -255,6 +263,21 @@ class EmailChange(db.Model):
     code_hash: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)
     expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
     attempts: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
+
+
+class DataKeyRow(db.Model):
+    """A user's data key, wrapped by a master key (``event_contract.crypto``).
+
+    Deleting the row erases the user: every event of theirs ever written becomes unreadable.
+    No foreign key: the row must be deletable in the transaction that deletes the user.
+    """
+
+    __tablename__ = "data_keys"
+
+    user_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
+    key_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), nullable=False)
+    master_key_id: Mapped[str] = mapped_column(Text, nullable=False)
+    wrapped: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)
 
 
 class LoginFailures(db.Model):

@@ -18,6 +18,7 @@ from auth_api.schemas import (
     CommandResponse,
     ConfirmEmailRequest,
     DeactivateRequest,
+    DeleteAccountRequest,
     EmailChangedResponse,
     EmailChangeRequest,
     EmailChangeResponse,
@@ -396,6 +397,24 @@ def confirm_email_change() -> ResponseReturnValue:
     return jsonify(_answer(outcome, EmailChangedResponse, email=outcome.account.email))
 
 
+@api.route(
+    bp,
+    "delete",
+    "/users/me",
+    "Delete the account (emits UserDeleted): it is erased everywhere and its email is free again",
+    request=DeleteAccountRequest,
+    responses={200: CommandResponse, 403: None, **ACCOUNT_ERRORS, **BODY_ERRORS},
+    secured=True,
+    headers=LIMITED,
+)
+@per_address
+@jwt_required()
+def delete_account() -> ResponseReturnValue:
+    body = read_json(DeleteAccountRequest)
+    outcome = _run(commands.delete_account, _write_side().unit_of_work(), _check(), _caller(), body.password)
+    return jsonify(_answer(outcome))
+
+
 # --- admin commands ---
 
 
@@ -431,4 +450,21 @@ def deactivate(user_id: uuid.UUID) -> ResponseReturnValue:
 @jwt_required()
 def reactivate(user_id: uuid.UUID) -> ResponseReturnValue:
     outcome = _run(commands.reactivate, _write_side().unit_of_work(), user_id, by=_caller())
+    return jsonify(_answer(outcome))
+
+
+@api.route(
+    bp,
+    "delete",
+    "/admin/users/<uuid:user_id>",
+    "Delete an account (admin; emits UserDeleted): it is erased everywhere",
+    responses={200: CommandResponse, 403: None, 404: None, **ACCOUNT_ERRORS},
+    secured=True,
+    headers=LIMITED,
+)
+@per_address
+@jwt_required()
+def delete_user(user_id: uuid.UUID) -> ResponseReturnValue:
+    side = _write_side()
+    outcome = _run(commands.delete_user, side.unit_of_work(), side.failure_secret, user_id, by=_caller())
     return jsonify(_answer(outcome))

@@ -108,3 +108,7 @@ class EmailChangeResponse(CommandResponse):
 
 class EmailChangedResponse(CommandResponse):
     email: str
+
+
+class DeleteAccountRequest(_Body):
+    password: str = Field(min_length=1, max_length=128, examples=["correct horse battery"])

@@ -13,13 +13,14 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import Protocol, Self
 
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
 from auth_api.lockout import FailureCount
-from auth_api.models import EmailChange, LoginFailures, OutboxMessage, User, UserSession
+from auth_api.models import DataKeyRow, EmailChange, LoginFailures, OutboxMessage, User, UserSession
 from event_contract import Event, serialize_event
+from event_contract.crypto import DataKey, MasterKeys, new_data_key, personal_fields
 
 
 class Users(Protocol):
@@ -28,6 +29,11 @@ class Users(Protocol):
     def get(self, user_id: uuid.UUID, *, for_update: bool = False) -> User | None: ...
     def by_email(self, email: str, *, for_update: bool = False) -> User | None: ...
     def add(self, user: User) -> None: ...
+
+    def remove(self, user: User) -> None:
+        """Delete the account's rows (sessions, pending email change, the user) at commit;
+        its recorded events are still staged in the outbox."""
+        ...
 
 
 class Sessions(Protocol):
@@ -41,6 +47,14 @@ class Sessions(Protocol):
     def known_device(self, user_id: uuid.UUID, device_key: bytes) -> bool:
         """Whether any session of the user, ended or not, came from this device."""
         ...
+
+
+class UserKeys(Protocol):
+    """The users' data keys (``event_contract.crypto``)."""
+
+    def create(self, user_id: uuid.UUID) -> DataKey: ...
+    def of(self, user_id: uuid.UUID) -> DataKey | None: ...
+    def destroy(self, user_id: uuid.UUID) -> None: ...
 
 
 class EmailChanges(Protocol):
@@ -65,6 +79,7 @@ class UnitOfWork(Protocol):
     users: Users
     sessions: Sessions
     email_changes: EmailChanges
+    keys: UserKeys
     failures: FailureCounters
 
     def __enter__(self) -> Self: ...
@@ -91,6 +106,12 @@ class SqlUsers:
     def add(self, user: User) -> None:
         self.session.add(user)
         self.seen[user.id] = user
+
+    def remove(self, user: User) -> None:
+        self.session.flush()  # the sessions just ended, before their rows go
+        for table in (UserSession, EmailChange):
+            self.session.execute(delete(table).where(table.user_id == user.id))
+        self.session.delete(user)
 
     def _one(self, query: object) -> User | None:
         # populate_existing: a row locked FOR UPDATE must be the row as it is now, not a
@@ -149,6 +170,35 @@ class SqlEmailChanges:
         self.session.delete(change)
 
 
+class SqlUserKeys:
+    def __init__(self, session: Session, master: MasterKeys) -> None:
+        self.session = session
+        self.master = master
+        self.clear: dict[uuid.UUID, DataKey] = {}  # this unit of work's keys, unwrapped once
+
+    def create(self, user_id: uuid.UUID) -> DataKey:
+        key = new_data_key()
+        master_id, wrapped = self.master.wrap(user_id, key)
+        self.session.add(
+            DataKeyRow(user_id=user_id, key_id=key.key_id, master_key_id=master_id, wrapped=wrapped)
+        )
+        self.clear[user_id] = key
+        return key
+
+    def of(self, user_id: uuid.UUID) -> DataKey | None:
+        if user_id not in self.clear:
+            row = self.session.get(DataKeyRow, user_id)
+            if row is None:
+                return None
+            secret = self.master.unwrap(user_id, row.key_id, row.master_key_id, row.wrapped)
+            self.clear[user_id] = DataKey(row.key_id, secret)
+        return self.clear[user_id]
+
+    def destroy(self, user_id: uuid.UUID) -> None:
+        self.session.execute(delete(DataKeyRow).where(DataKeyRow.user_id == user_id))
+        self.clear.pop(user_id, None)
+
+
 class SqlFailureCounters:
     def __init__(self, session: Session) -> None:
         self.session = session
@@ -178,14 +228,18 @@ class SqlFailureCounters:
 
 
 class SqlUnitOfWork:
-    def __init__(self, session: Session, after_commit: Callable[[], None] = lambda: None) -> None:
+    def __init__(
+        self, session: Session, master: MasterKeys, after_commit: Callable[[], None] = lambda: None
+    ) -> None:
         self.session = session
+        self.master = master
         self.after_commit = after_commit
 
     def __enter__(self) -> Self:
         self.users = SqlUsers(self.session)
         self.sessions = SqlSessions(self.session)
         self.email_changes = SqlEmailChanges(self.session)
+        self.keys = SqlUserKeys(self.session, self.master)
         self.failures = SqlFailureCounters(self.session)
         return self
 
@@ -203,7 +257,7 @@ class SqlUnitOfWork:
                     event_id=event.id,
                     user_id=event.user_id,
                     event_type=event.type,
-                    payload=serialize_event(event),
+                    payload=serialize_event(event, self._key(event)),
                     headers=headers or {},
                 )
             )
@@ -213,6 +267,13 @@ class SqlUnitOfWork:
         if events:
             self.after_commit()
         return events
+
+    def _key(self, event: Event) -> DataKey | None:
+        """The user's data key, made on first need (a new user, or one from before encryption):
+        no personal field is ever stored in clear."""
+        if not personal_fields(event.type):
+            return None
+        return self.keys.of(event.user_id) or self.keys.create(event.user_id)
 
     def rollback(self) -> None:
         self.session.rollback()

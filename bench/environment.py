@@ -43,6 +43,7 @@ BENCH_ENV: dict[str, str] = {
     "PROJECTION_NODE": "projections-bench",
     "BEAT_SCHEDULE": str(DATA_DIR / "bench-celerybeat-schedule"),
     "JWT_PRIVATE_KEY_FILE": str(DATA_DIR / "bench-keys" / "jwt_private.pem"),
+    "DATA_MASTER_KEYS_FILE": str(DATA_DIR / "bench-keys" / "data_master_keys"),
     "JWT_PUBLIC_KEY_FILE": str(DATA_DIR / "bench-keys" / "jwt_public.pem"),
     "LOG_LEVEL": "INFO",  # as in production: log lines are part of the cost
     # The load comes from one address and cycles a few emails: limits as in production would
@@ -159,7 +160,8 @@ def apply(*, tiny: bool = False, **overrides: str) -> dict[str, str]:
     )
     _take_lock(env["BENCH_VHOST"])
     os.environ.update(env)
-    from auth_api.keygen import generate_key_pair  # imports nothing that reads settings
+    from auth_api.keygen import ensure_master_keys, generate_key_pair  # read no settings
 
     generate_key_pair(Path(env["JWT_PRIVATE_KEY_FILE"]), Path(env["JWT_PUBLIC_KEY_FILE"]))
+    ensure_master_keys(Path(env["DATA_MASTER_KEYS_FILE"]))
     return env

@@ -10,6 +10,8 @@ from typing import Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
 
+from event_contract.crypto import DataKey, DataKeys, forget_fields, open_fields, personal_fields, seal_fields
+
 SPEC_VERSION = "1.0"
 CONTENT_TYPE = "application/json"
 DEFAULT_SOURCE = "/auth_api"
@@ -62,7 +64,14 @@ class SessionRefreshed(_Data):
     session_id: uuid.UUID = Field(strict=False)
 
 
-SESSION_END_REASONS = ("logout", "logout-all", "password-change", "deactivation", "reuse-detected")
+SESSION_END_REASONS = (
+    "logout",
+    "logout-all",
+    "password-change",
+    "deactivation",
+    "reuse-detected",
+    "deletion",
+)
 
 
 class SessionEnded(_Data):
@@ -96,6 +105,12 @@ class UserReactivated(_Data):
     pass
 
 
+class UserDeleted(_Data):
+    """The account is erased: its data key is destroyed with it (``event_contract.crypto``)."""
+
+    by: str = Field(default="self", pattern="^(self|admin)$")
+
+
 class UserRoleGranted(_Data):
     role: str = Field(min_length=1, max_length=64)
     # The whole role set after the change, so the last event by version wins.
@@ -121,11 +136,16 @@ EVENT_TYPES: dict[str, type[_Data]] = {
     "EmailChanged": EmailChanged,
     "UserDeactivated": UserDeactivated,
     "UserReactivated": UserReactivated,
+    "UserDeleted": UserDeleted,
 }
 
 
 class _Envelope(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=True)
+
+    # CloudEvents extension: the user's data key that encrypted the personal fields
+    # (``event_contract.crypto``); absent on events written before encryption.
+    datakeyid: uuid.UUID | None = None
 
     specversion: Literal["1.0"]
     id: uuid.UUID
@@ -149,6 +169,8 @@ class Event:
     time: datetime
     data: dict[str, Any]
     source: str = DEFAULT_SOURCE
+    # True when the user's data key is gone: the personal fields of ``data`` are None.
+    forgotten: bool = False
 
     def to_cloudevent(self) -> dict[str, Any]:
         return {
@@ -198,12 +220,21 @@ def new_event(
     )
 
 
-def serialize_event(event: Event) -> bytes:
-    return json.dumps(event.to_cloudevent(), separators=(",", ":"), ensure_ascii=False).encode()
+def serialize_event(event: Event, key: DataKey | None = None) -> bytes:
+    """The wire form; with ``key``, the personal fields are encrypted and the key named."""
+    document = event.to_cloudevent()
+    if key is not None and personal_fields(event.type):
+        document["datakeyid"] = str(key.key_id)
+        document["data"] = seal_fields(event.data, event.type, event.id, key)
+    return json.dumps(document, separators=(",", ":"), ensure_ascii=False).encode()
 
 
-def parse_event(raw: bytes | str) -> Event:
-    """Parse and validate one envelope; raises InvalidEvent for anything else."""
+def parse_event(raw: bytes | str, keys: DataKeys | None = None) -> Event:
+    """Parse, decrypt and validate one envelope; raises InvalidEvent for anything else.
+
+    An event sealed with a data key that ``keys`` no longer has (its user was erased) parses
+    as ``forgotten``: its personal fields are None and the rest is as written.
+    """
     try:
         document = json.loads(raw)
     # UnicodeDecodeError is a ValueError; deeply nested arrays raise RecursionError.
@@ -221,14 +252,29 @@ def parse_event(raw: bytes | str) -> Event:
         time = envelope.time.astimezone(UTC)
     except OverflowError as exc:  # e.g. 0001-01-01T00:30:00+01:00 is before year 1 in UTC
         raise InvalidEvent(f"invalid envelope: time out of range: {exc}") from exc
+    data, forgotten = envelope.data, False
+    if envelope.datakeyid is not None and personal_fields(envelope.type):
+        if envelope.type not in EVENT_TYPES:
+            raise InvalidEvent(f"unknown event type {envelope.type!r}")
+        if keys is None:
+            raise InvalidEvent("the event is encrypted and no data keys were given")
+        key = keys.get(envelope.subject, envelope.datakeyid)
+        if key is None:
+            data, forgotten = forget_fields(data, envelope.type), True
+        else:
+            try:
+                data = open_fields(data, envelope.type, envelope.id, key)
+            except ValueError as exc:
+                raise InvalidEvent(f"invalid {envelope.type} data: {exc}") from exc
     return Event(
         id=envelope.id,
         type=envelope.type,
         user_id=envelope.subject,
         sequence=envelope.sequence,
         time=time,
-        data=_validated_data(envelope.type, envelope.data),
+        data=data if forgotten else _validated_data(envelope.type, data),
         source=envelope.source,
+        forgotten=forgotten,
     )
 
 

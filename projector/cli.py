@@ -17,7 +17,9 @@ import time
 import click
 from sqlalchemy import Engine, create_engine, func, select, update
 
+from celery_config.engines import worker_engine
 from event_contract import Delivery
+from event_contract.keystore import batch_keys
 from observability.logs import configure_logging
 from projector.projection.apply import apply_one_by_one
 from projector.projection.dead_letters import dead_letters
@@ -149,7 +151,12 @@ def replay_dead_letters(settings: Settings, ids: tuple[int, ...], replay_all: bo
     for letter in letters:
         delivery = Delivery(letter.raw, letter.raw_encoding, letter.source)
         with engine.begin() as conn:
-            report = apply_one_by_one(conn, [delivery])
+            keys = batch_keys(
+                worker_engine(settings.projection_keys_database_url),
+                settings.data_master_keys,
+                settings.data_master_keys_file,
+            )
+            report = apply_one_by_one(conn, [delivery], keys)
             if report.dead_lettered == 0:
                 conn.execute(
                     update(dead_letters).where(dead_letters.c.id == letter.id).values(resolved_at=func.now())

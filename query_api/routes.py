@@ -23,7 +23,7 @@ from query_api.consistency import HEADER as CONSISTENCY_HEADER
 from query_api.consistency import read_your_writes
 from query_api.extensions import db
 from query_api.paging import MAX_LIMIT, decode_cursor, encode_cursor, next_link, read_limit
-from query_api.schemas import HealthOut, HistoryEntryOut, LoginOut, SessionOut, UserOut
+from query_api.schemas import ExportOut, HealthOut, HistoryEntryOut, LoginOut, SessionOut, UserOut
 from read_model import LoginHistoryEntry, SessionView, TimelineEntry, UserView
 from read_model.timeline import AccountState, account_from_timeline
 from web.openapi import ApiDocument
@@ -315,6 +315,59 @@ def my_sessions() -> ResponseReturnValue:
     )
 
 
+@api.route(
+    bp,
+    "get",
+    "/users/me/export",
+    "Everything the system holds about the caller, as one JSON document (right of access)",
+    responses={200: ExportOut, 404: None, **READ_ERRORS},
+    secured=True,
+    parameters=CONSISTENCY,
+)
+@data_endpoint
+def export_me() -> ResponseReturnValue:
+    read_your_writes()
+    user = _find_user(caller_id())
+    every = db.session.execute
+    sessions = every(
+        select(SessionView).where(SessionView.user_id == user.id).order_by(SessionView.started_at.desc())
+    ).scalars()
+    logins = every(
+        select(LoginHistoryEntry)
+        .where(LoginHistoryEntry.user_id == user.id)
+        .order_by(LoginHistoryEntry.occurred_at.desc(), LoginHistoryEntry.event_id.desc())
+    ).scalars()
+    history = every(
+        select(TimelineEntry)
+        .where(TimelineEntry.user_id == user.id)
+        .order_by(TimelineEntry.sequence.desc(), TimelineEntry.event_id.desc())
+    ).scalars()
+    document = ExportOut.model_validate(
+        {
+            "exported_at": datetime.now(UTC),
+            "account": user_json(user),
+            "sessions": [
+                {
+                    "session_id": str(s.session_id),
+                    "started_at": s.started_at,
+                    "last_used_at": s.last_used_at,
+                    "ended_at": s.ended_at,
+                    "end_reason": s.end_reason,
+                    "ip": s.ip,
+                    "user_agent": s.user_agent,
+                    "new_device": s.new_device,
+                }
+                for s in sessions
+            ],
+            "logins": [login_json(e) for e in logins],
+            "history": [history_json(e) for e in history],
+        }
+    )
+    response = jsonify(document.model_dump(mode="json"))
+    response.headers["Content-Disposition"] = 'attachment; filename="my-account.json"'
+    return response
+
+
 def user_json(user: UserView | AccountState) -> dict[str, Any]:
     return UserOut(
         id=str(user.id),
@@ -402,7 +455,8 @@ def _paged(items: list[dict[str, Any]], next_cursor: str | None) -> ResponseRetu
 
 def _find_user(user_id: uuid.UUID) -> UserView:
     user = db.session.get(UserView, user_id)
-    if user is None or user.registered_at is None:
+    # Not yet registered on the read side, or erased (a tombstone): nobody.
+    if user is None or user.registered_at is None or user.deleted_at is not None:
         raise Problem(404, "Not Found", "No such user.")
     return user
 

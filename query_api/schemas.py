@@ -56,3 +56,18 @@ class HistoryEntryOut(BaseModel):
 
 class HealthOut(BaseModel):
     status: str
+
+
+class ExportedSession(SessionOut):
+    ended_at: datetime | None
+    end_reason: str | None
+
+
+class ExportOut(BaseModel):
+    """Everything the read side holds about the caller (right of access, GDPR article 15)."""
+
+    exported_at: datetime
+    account: UserOut
+    sessions: list[ExportedSession] = Field(description="Every session, ended ones included.")
+    logins: list[LoginOut] = Field(description="Every login attempt, newest first.")
+    history: list[HistoryEntryOut] = Field(description="The account's whole timeline, newest first.")

@@ -47,6 +47,9 @@ class UserView(Base):
     login_count: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
     failed_login_count: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
     version: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
+    # Set by UserDeleted: the row is a tombstone (id and this time, nothing else), so that
+    # events of the account applied later, in any order, cannot bring it back.
+    deleted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class LoginHistoryEntry(Base):

@@ -217,6 +217,13 @@ cmd_setup() {
     OWNER_PASSWORD="$(ensure_secret "postgres/$notifier")" \
         superuser_psql -d postgres -v db="$NOTIFY_DB_NAME" -v owner="$notifier" \
         -f "$SERVICES_DIR/sql/notify_db_access.sql" >/dev/null
+    # The consumers that open events' personal fields read the data keys in auth_db.
+    superuser_psql -d postgres -v db="$AUTH_DB_NAME" -v readers="$projection,$notifier" \
+        -f "$SERVICES_DIR/sql/data_keys_access.sql" >/dev/null
+    # Failing statements carry their values (an email in a unique-key error): the server log
+    # keeps neither the statement nor the error's DETAIL, so no personal data lands there.
+    superuser_psql -d postgres -c "ALTER SYSTEM SET log_error_verbosity = 'terse'" \
+        -c "ALTER SYSTEM SET log_min_error_statement = 'panic'" -c "SELECT pg_reload_conf()" >/dev/null
     log "databases ready on $PGHOST_TCP:$PGPORT (passwords in $SECRETS_DIR/postgres/)"
 }
 

@@ -9,6 +9,7 @@ any number of deliveries converge to the read model of in-order, once-only appli
 from __future__ import annotations
 
 import logging
+import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,6 +18,8 @@ from sqlalchemy import Connection, Engine, text
 from sqlalchemy.dialects.postgresql import insert
 
 from event_contract import Delivery, Event, InvalidEvent, parse_event
+from event_contract.crypto import DataKeys
+from event_contract.keystore import SqlDataKeys
 from projector.projection.dead_letters import record_dead_letter
 from projector.projection.folds import HANDLERS, apply_events
 from projector.projection.transient import is_transient
@@ -36,14 +39,20 @@ class BatchReport:
 
 
 def parse_deliveries(
-    deliveries: Iterable[Delivery],
+    deliveries: Iterable[Delivery], keys: DataKeys | None = None
 ) -> tuple[list[tuple[Delivery, Event]], list[tuple[Delivery, str]]]:
+    """Parse (and decrypt with ``keys``) each delivery: the good events, and the poison."""
+    deliveries = list(deliveries)
+    if isinstance(keys, SqlDataKeys):  # one query for the batch's keys, not one per user
+        keys.prefetch({user for d in deliveries if (user := _user_of(d)) is not None})
     good: list[tuple[Delivery, Event]] = []
     poison: list[tuple[Delivery, str]] = []
     for delivery in deliveries:
         try:
-            event = parse_event(delivery.raw())
+            event = parse_event(delivery.raw(), keys)
         except Exception as exc:
+            if is_transient(exc):  # the key store is away: retry, never dead-letter
+                raise
             # Whatever parsing raises marks the event as poison: an exception escaping here
             # would fail the whole task, and a failed task is acked, losing its good events too.
             message = str(exc) if isinstance(exc, InvalidEvent) else f"{exc.__class__.__name__}: {exc}"
@@ -61,6 +70,13 @@ def parse_deliveries(
     # One lock order for every batch (user, then version): concurrent batches do not deadlock.
     good.sort(key=lambda pair: (pair[1].user_id, pair[1].sequence, pair[1].id))
     return good, poison
+
+
+def _user_of(delivery: Delivery) -> uuid.UUID | None:
+    try:
+        return uuid.UUID(delivery.key) if delivery.key else None
+    except ValueError:
+        return None
 
 
 # One statement object for every batch: executed with a list of rows, it is compiled once
@@ -92,9 +108,9 @@ def claim_new(conn: Connection, events: list[Event]) -> set[Any]:
     return {row[0] for row in conn.execute(CLAIM, rows)}
 
 
-def apply_batch(conn: Connection, deliveries: list[Delivery]) -> BatchReport:
+def apply_batch(conn: Connection, deliveries: list[Delivery], keys: DataKeys | None = None) -> BatchReport:
     """Apply a batch in the caller's transaction: good events applied, poison dead-lettered."""
-    good, poison = parse_deliveries(deliveries)
+    good, poison = parse_deliveries(deliveries, keys)
     report = BatchReport()
     new_ids = claim_new(conn, [event for _, event in good])
     for _, event in good:
@@ -112,9 +128,11 @@ def apply_batch(conn: Connection, deliveries: list[Delivery]) -> BatchReport:
     return report
 
 
-def apply_one_by_one(conn: Connection, deliveries: list[Delivery]) -> BatchReport:
+def apply_one_by_one(
+    conn: Connection, deliveries: list[Delivery], keys: DataKeys | None = None
+) -> BatchReport:
     """The split path: each event in its own savepoint, so one bad event fails alone."""
-    good, poison = parse_deliveries(deliveries)
+    good, poison = parse_deliveries(deliveries, keys)
     report = BatchReport()
     for delivery, event in good:
         savepoint = conn.begin_nested()
@@ -148,7 +166,7 @@ def notify_applied(conn: Connection, report: BatchReport) -> None:
         conn.execute(NOTIFY_APPLIED)
 
 
-def apply_or_split(engine: Engine, deliveries: list[Delivery]) -> BatchReport:
+def apply_or_split(engine: Engine, deliveries: list[Delivery], keys: DataKeys | None = None) -> BatchReport:
     """Apply a batch in one transaction; if it breaks the database, event by event instead.
 
     Transient errors are raised for the caller to retry. Used by the projection task and by
@@ -157,11 +175,11 @@ def apply_or_split(engine: Engine, deliveries: list[Delivery]) -> BatchReport:
     """
     try:
         with engine.begin() as conn:
-            return apply_batch(conn, deliveries)
+            return apply_batch(conn, deliveries, keys)
     except Exception as exc:
         if is_transient(exc):
             raise
         # Something in the batch breaks the database: split it so only that event fails.
         log.warning("projection: batch failed (%s), applying one by one", exc.__class__.__name__)
     with engine.begin() as conn:
-        return apply_one_by_one(conn, deliveries)
+        return apply_one_by_one(conn, deliveries, keys)

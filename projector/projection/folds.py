@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, and_, case, func, or_, tuple_
+from sqlalchemy import Connection, and_, case, delete, func, or_, tuple_, update
 from sqlalchemy.dialects.postgresql import insert
 
 from event_contract import Event
@@ -45,6 +45,7 @@ TIMELINE_FIELDS: dict[str, tuple[str, ...]] = {
     "EmailChanged": ("email", "previous_email"),
     "UserDeactivated": ("reason",),
     "UserReactivated": (),
+    "UserDeleted": ("by",),  # never shown: erasing purges the account's timeline
 }
 
 
@@ -66,6 +67,7 @@ class UserChange:
     last_login_at: datetime | None = None
     last_failed_login_at: datetime | None = None
     version: int = 0
+    deleted_at: datetime | None = None
 
     def saw(self, event: Event) -> None:
         self.version = max(self.version, event.sequence)
@@ -98,6 +100,7 @@ class UserChange:
             "last_login_at": self.last_login_at,
             "last_failed_login_at": self.last_failed_login_at,
             "version": self.version,
+            "deleted_at": self.deleted_at,
         }
 
 
@@ -243,6 +246,11 @@ def fold_user_reactivated(batch: BatchFold, change: UserChange, event: Event) ->
     change.set_status(ACTIVE, event.sequence)
 
 
+def fold_user_deleted(batch: BatchFold, change: UserChange, event: Event) -> None:
+    # The upsert leaves a tombstone; ``purge_erased`` then removes everything else of the user.
+    change.deleted_at = _earlier(change.deleted_at, event.time)
+
+
 Fold = Callable[[BatchFold, UserChange, Event], None]
 
 HANDLERS: dict[str, Fold] = {
@@ -259,6 +267,7 @@ HANDLERS: dict[str, Fold] = {
     "EmailChanged": fold_email_changed,
     "UserDeactivated": fold_user_deactivated,
     "UserReactivated": fold_user_reactivated,
+    "UserDeleted": fold_user_deleted,
 }
 
 
@@ -281,11 +290,42 @@ def _upsert_users() -> Any:
             "last_login_at": func.greatest(users.c.last_login_at, new.last_login_at),
             "last_failed_login_at": func.greatest(users.c.last_failed_login_at, new.last_failed_login_at),
             "version": func.greatest(users.c.version, new.version),
+            "deleted_at": func.least(users.c.deleted_at, new.deleted_at),
         },
-    )
+    ).returning(users.c.id, users.c.deleted_at)
 
 
 UPSERT_USERS = _upsert_users()
+
+# What a tombstone keeps: its id, version and deletion time; everything else is blanked.
+_BLANK = {
+    "email": None,
+    "email_version": 0,
+    "status": ACTIVE,
+    "status_version": 0,
+    "password_changed_at": None,
+    "registered_at": None,
+    "roles": [],
+    "roles_version": 0,
+    "login_count": 0,
+    "failed_login_count": 0,
+    "last_login_at": None,
+    "last_failed_login_at": None,
+}
+
+
+def purge_erased(conn: Connection, user_ids: list[uuid.UUID]) -> None:
+    """Remove all the read model holds of erased users but their tombstone.
+
+    Runs in every batch that touched an erased user, after its upsert: the upsert took the
+    user's row lock, so whichever of two concurrent batches commits second sees the tombstone
+    and removes what the other added.
+    """
+    if not user_ids:
+        return
+    for table in (login_history, sessions, timeline):
+        conn.execute(delete(table).where(table.c.user_id.in_(user_ids)))
+    conn.execute(update(users).where(users.c.id.in_(user_ids)).values(**_BLANK))
 INSERT_HISTORY = insert(login_history).on_conflict_do_nothing(index_elements=[login_history.c.event_id])
 INSERT_TIMELINE = insert(timeline).on_conflict_do_nothing(index_elements=[timeline.c.event_id])
 
@@ -322,6 +362,8 @@ def fold_events(events: Iterable[Event]) -> BatchFold:
     """What the events do to the read model, per row (pure: no database)."""
     batch = BatchFold()
     for event in events:
+        if event.forgotten:  # an erased user's: nothing personal is left to project
+            continue
         change = batch.users.setdefault(event.user_id, UserChange(event.user_id))
         change.saw(event)
         HANDLERS[event.type](batch, change, event)
@@ -333,11 +375,14 @@ def apply_events(conn: Connection, events: Iterable[Event]) -> None:
     """Apply events that were never applied before (the caller claimed their ids)."""
     batch = fold_events(events)
     # Rows in key order: concurrent batches lock rows in one order and cannot deadlock.
+    erased: list[uuid.UUID] = []
     if batch.users:
-        conn.execute(UPSERT_USERS, [batch.users[key].row() for key in sorted(batch.users)])
+        rows = conn.execute(UPSERT_USERS, [batch.users[key].row() for key in sorted(batch.users)])
+        erased = [row.id for row in rows if row.deleted_at is not None]
     if batch.history:
         conn.execute(INSERT_HISTORY, batch.history)
     if batch.timeline:
         conn.execute(INSERT_TIMELINE, batch.timeline)
     if batch.sessions:
         conn.execute(UPSERT_SESSIONS, [batch.sessions[key] for key in sorted(batch.sessions)])
+    purge_erased(conn, erased)

@@ -28,7 +28,9 @@ from dataclasses import dataclass
 from confluent_kafka import Consumer, TopicPartition
 from sqlalchemy import Connection, Engine, text
 
+from celery_config.engines import worker_engine
 from event_contract import Delivery
+from event_contract.keystore import SqlDataKeys, batch_keys
 from projector.projection.apply import BatchReport, apply_batch, apply_one_by_one, apply_or_split
 from projector.projection.transient import is_transient
 from read_model import READ_MODEL_SCHEMA
@@ -86,7 +88,7 @@ def rebuild_read_model(
                 next_engine = engine.execution_options(schema_translate_map=TO_NEXT)
 
                 def into_next(batch: list[Delivery]) -> BatchReport:
-                    return apply_or_split(next_engine, batch)
+                    return apply_or_split(next_engine, batch, _keys(settings))
 
                 on_phase("before_copy")
                 _copy_range(
@@ -108,7 +110,13 @@ def rebuild_read_model(
                     last = _end_offsets(consumer, topic)
                     here = conn.execution_options(schema_translate_map=TO_NEXT)
                     _copy_range(
-                        consumer, topic, position, last, batch_size, lambda b: _apply_here(here, b), report
+                        consumer,
+                        topic,
+                        position,
+                        last,
+                        batch_size,
+                        lambda b: _apply_here(here, b, _keys(settings)),
+                        report,
                     )
 
                 _swap(engine, final_catch_up, on_phase)
@@ -184,9 +192,7 @@ def _swap(
         # for such a transaction to end; statements that queue behind the lock resolve the
         # name again once the swap commits and land in the new schema. The order is the
         # workers' own (processed_events first), so the lock does not deadlock with them.
-        tables = ", ".join(
-            f"{READ_MODEL_SCHEMA}.{table}" for table in TABLES
-        )
+        tables = ", ".join(f"{READ_MODEL_SCHEMA}.{table}" for table in TABLES)
         conn.execute(text(f"LOCK TABLE {tables} IN ACCESS EXCLUSIVE MODE"))
         catch_up(conn)
         on_phase("catch_up")
@@ -195,18 +201,24 @@ def _swap(
     log.info("rebuild: new read model swapped in")
 
 
-def _apply_here(conn: Connection, batch: list[Delivery]) -> BatchReport:
+def _keys(settings: Settings) -> SqlDataKeys:
+    """The data keys as they are now: an erased user's events rebuild to nothing personal."""
+    engine = worker_engine(settings.projection_keys_database_url)
+    return batch_keys(engine, settings.data_master_keys, settings.data_master_keys_file)
+
+
+def _apply_here(conn: Connection, batch: list[Delivery], keys: SqlDataKeys) -> BatchReport:
     """``apply_or_split`` inside the caller's transaction (a savepoint instead of a commit)."""
     savepoint = conn.begin_nested()
     try:
-        result = apply_batch(conn, batch)
+        result = apply_batch(conn, batch, keys)
         savepoint.commit()
         return result
     except Exception as exc:
         savepoint.rollback()
         if is_transient(exc):
             raise
-    return apply_one_by_one(conn, batch)
+    return apply_one_by_one(conn, batch, keys)
 
 
 def _reader(settings: Settings) -> Consumer:

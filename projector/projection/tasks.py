@@ -12,6 +12,7 @@ from celery import Task, shared_task
 from celery_config.app import PROJECT_TASK
 from celery_config.engines import worker_engine
 from event_contract import Delivery
+from event_contract.keystore import SqlDataKeys, master_keys
 from observability.metrics import EVENTS_PROJECTED, PROJECTION_LAG
 from projector.projection.apply import BatchReport, apply_or_split
 from projector.projection.transient import is_transient
@@ -29,9 +30,15 @@ def retry_delay(retries: int) -> float:
 @shared_task(name=PROJECT_TASK, bind=True, max_retries=None, ignore_result=True)
 def apply_events_task(self: Task, deliveries: list[dict[str, Any]]) -> dict[str, int]:
     items = [Delivery.from_dict(item) for item in deliveries]
-    engine = worker_engine(self.app.settings.projection_database_url)
+    settings = self.app.settings
+    engine = worker_engine(settings.projection_database_url)
     try:
-        report = apply_or_split(engine, items)
+        # A key store per batch: a user erased since the last batch is unreadable in this one.
+        keys = SqlDataKeys(
+            worker_engine(settings.projection_keys_database_url),
+            master_keys(settings.data_master_keys, settings.data_master_keys_file),
+        )
+        report = apply_or_split(engine, items, keys)
     except Exception as exc:
         # Events that break the contract or the database were dead-lettered inside
         # apply_or_split; what reaches here is the database being away, or a fault of

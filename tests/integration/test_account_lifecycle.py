@@ -11,6 +11,7 @@ from sqlalchemy import text
 
 from auth_api.extensions import db
 from tests.support.cli import flask_cli
+from tests.support.outbox import outbox_events
 
 PASSWORD = "correct horse battery"
 NEW_PASSWORD = "a brand new passphrase"
@@ -50,11 +51,7 @@ def _refresh(client, tokens: dict):
 
 
 def _events(auth_app, user_id: str) -> list[dict]:
-    with auth_app.app_context():
-        rows = db.session.execute(
-            text("SELECT payload FROM outbox WHERE user_id = :id ORDER BY id"), {"id": user_id}
-        ).all()
-    return [json.loads(bytes(r.payload)) for r in rows]
+    return outbox_events(auth_app, user_id)
 
 
 def _problem(response, status: int) -> dict:
@@ -273,3 +270,93 @@ def test_a_new_device_is_told_apart_from_a_known_one(client, auth_app):
             text("SELECT device_key FROM sessions WHERE user_id = :id"), {"id": user_id}
         )
         assert all(b"Firefox" not in bytes(k) for (k,) in keys)
+
+
+def _outbox(auth_app, user_id: str) -> list[bytes]:
+    with auth_app.app_context():
+        rows = db.session.execute(
+            text("SELECT payload FROM outbox WHERE user_id = :id ORDER BY id"), {"id": user_id}
+        )
+        return [bytes(r.payload) for r in rows]
+
+
+def test_personal_fields_are_ciphertext_in_the_outbox(client, auth_app):
+    email, user_id = _account(client)
+    _login(client, email, agent="Secret-Agent/7")
+    payloads = b"".join(_outbox(auth_app, user_id))
+    assert email.encode() not in payloads and b"Secret-Agent" not in payloads and b"127.0.0.1" not in payloads
+    assert all(json.loads(p).get("datakeyid") for p in _outbox(auth_app, user_id))
+
+
+def test_deleting_the_account_erases_it_and_frees_the_email(client, auth_app):
+    email, user_id = _account(client)
+    tokens, other = _login(client, email), _login(client, email)
+    wrong = client.delete(
+        "/users/me", json={"password": "not it at all"}, headers=_bearer(tokens["access_token"])
+    )
+    _problem(wrong, 403)
+    answer = client.delete("/users/me", json={"password": PASSWORD}, headers=_bearer(tokens["access_token"]))
+    assert answer.status_code == 200 and answer.get_json()["ended_sessions"] == 2
+    events = _events(auth_app, user_id)
+    assert [e["type"] for e in events[-3:]] == ["SessionEnded", "SessionEnded", "UserDeleted"]
+    with auth_app.app_context():
+        for table in ("users", "sessions", "email_changes", "data_keys"):
+            column = "id" if table == "users" else "user_id"
+            count = db.session.execute(
+                text(f"SELECT count(*) FROM {table} WHERE {column} = :id"), {"id": user_id}
+            )
+            assert count.scalar_one() == 0, table
+    for session in (tokens, other):
+        _problem(_refresh(client, session), 401)
+    _problem(client.post("/login", json={"email": email, "password": PASSWORD}), 401)
+    _, new_id = _account(client, email)
+    assert new_id != user_id
+
+
+def test_an_admin_deletes_over_http_and_the_operator_from_the_shell(client, auth_app):
+    admin = _admin(client)
+    email, user_id = _account(client)
+    answer = client.delete(f"/admin/users/{user_id}", headers=_bearer(admin["access_token"]))
+    assert answer.status_code == 200 and _events(auth_app, user_id)[-1]["data"] == {"by": "admin"}
+    _problem(client.delete(f"/admin/users/{user_id}", headers=_bearer(admin["access_token"])), 404)
+    email, user_id = _account(client)
+    result = flask_cli("auth_api", "delete-user", email, "--yes")
+    assert result.returncode == 0, result.stderr
+    assert email not in result.stdout and "data key is destroyed" in result.stdout
+    _problem(client.post("/login", json={"email": email, "password": PASSWORD}), 401)
+
+
+def test_rotating_the_master_key_keeps_every_event_readable(client, auth_app, tmp_path):
+    from auth_api.key_rotation import rewrap_all
+    from event_contract import parse_event
+    from event_contract.crypto import MasterKeys
+
+    email, user_id = _account(client)
+    side = auth_app.extensions["write_side"]
+    old = side.master
+    new = MasterKeys.parse(
+        MasterKeys.generate_line("rotated") + "," + ",".join(f"{k}:{_b64(v)}" for k, v in old.keys.items())
+    )
+    with auth_app.app_context():
+        assert rewrap_all(new) >= 1
+        assert rewrap_all(new) == 0  # nothing left under an old key
+        row = db.session.execute(
+            text("SELECT key_id, master_key_id, wrapped FROM data_keys WHERE user_id = :id"), {"id": user_id}
+        ).one()
+        db.session.rollback()
+    assert row.master_key_id == "rotated"
+    only_new = MasterKeys("rotated", {"rotated": new.keys["rotated"]})
+    secret = only_new.unwrap(uuid.UUID(user_id), row.key_id, row.master_key_id, bytes(row.wrapped))
+
+    class Keys:
+        def get(self, uid, kid):
+            return secret if (uid, kid) == (uuid.UUID(user_id), row.key_id) else None
+
+    (registered,) = _outbox(auth_app, user_id)
+    assert parse_event(registered, Keys()).data["email"] == email
+
+
+def _b64(key: bytes) -> str:
+    import base64
+
+    return base64.b64encode(key).decode()

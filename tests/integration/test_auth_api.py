@@ -11,6 +11,7 @@ from sqlalchemy import text
 
 from auth_api.extensions import db
 from tests.support.cli import flask_cli
+from tests.support.outbox import outbox_events
 
 PASSWORD = "correct horse battery"
 PROBLEM = "application/problem+json"
@@ -30,12 +31,7 @@ def _register(client, email=None, password=PASSWORD):
 
 
 def _events(auth_app, user_id: str) -> list[dict]:
-    with auth_app.app_context():
-        rows = db.session.execute(
-            text("SELECT event_type, payload FROM outbox WHERE user_id = :id ORDER BY id"),
-            {"id": user_id},
-        ).all()
-    return [{"type": r.event_type, **json.loads(bytes(r.payload))} for r in rows]
+    return outbox_events(auth_app, user_id)
 
 
 def test_register_answers_the_seed_contract_and_writes_one_outbox_row(client, auth_app):

@@ -122,9 +122,8 @@ def test_the_relay_role_does_what_the_relay_runs():
     [
         (READER, TEST_SETTINGS.auth_database_url),
         (RELAY, TEST_SETTINGS.query_database_url),
-        (PROJECTION, TEST_SETTINGS.auth_database_url),
-        # The notifier's record of what it mailed is its own, and it sees nothing else.
-        (NOTIFIER, TEST_SETTINGS.auth_database_url),
+        # The notifier's record of what it mailed is its own, and it sees nothing else (in auth_db
+        # it reads only the data keys: tested below).
         (NOTIFIER, TEST_SETTINGS.query_database_url),
         (READER, NOTIFIER),
         (RELAY, NOTIFIER),
@@ -135,6 +134,28 @@ def test_the_relay_role_does_what_the_relay_runs():
 def test_a_role_cannot_connect_to_the_other_database(url, foreign):
     with pytest.raises(psycopg2.OperationalError, match="permission denied"):
         _connect(url, make_url(foreign).database).close()
+
+
+KEYS = TEST_SETTINGS.projection_keys_database_url
+
+
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "SELECT count(*) FROM users",
+        "SELECT count(*) FROM outbox",
+        "SELECT count(*) FROM sessions",
+        "DELETE FROM data_keys",
+        "UPDATE data_keys SET wrapped = wrapped",
+        "INSERT INTO data_keys VALUES (gen_random_uuid(), gen_random_uuid(), 'x', 'x')",
+    ],
+)
+def test_the_projection_role_only_reads_the_data_keys_in_the_write_database(statement):
+    _refused(KEYS, statement)
+
+
+def test_the_projection_role_reads_the_data_keys():
+    _allowed(KEYS, "SELECT user_id, key_id, master_key_id, wrapped FROM data_keys LIMIT 1")
 
 
 @pytest.fixture

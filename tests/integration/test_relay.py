@@ -17,6 +17,7 @@ from auth_api.lockout import LockoutPolicy
 from auth_api.models import Device
 from auth_api.passwords import PasswordHasher
 from auth_api.unit_of_work import SqlUnitOfWork
+from event_contract.crypto import MasterKeys
 from outbox_relay.relay import (
     RELAY_LOCK_KEY,
     kafka_producer,
@@ -52,6 +53,7 @@ def topic_name(settings):
 
 
 HASHER = PasswordHasher("pbkdf2:sha256:1000")
+MASTER = MasterKeys.parse(MasterKeys.generate_line("relay-test"))
 
 
 def _make_history(users: int, logins: int) -> dict[str, int]:
@@ -61,11 +63,12 @@ def _make_history(users: int, logins: int) -> dict[str, int]:
     ids = {}
     for n in range(users):
         email = f"relay-{uuid.uuid4().hex[:8]}-{n}@example.com"
-        outcome = commands.register(SqlUnitOfWork(db.session), HASHER, email, PASSWORD, headers=headers)
+        uow = SqlUnitOfWork(db.session, MASTER)
+        outcome = commands.register(uow, HASHER, email, PASSWORD, headers=headers)
         ids[str(outcome.account.id)] = outcome.account.email
     versions = {}
     for user_id, email in ids.items():
-        log_in = [SqlUnitOfWork(db.session), HASHER, LockoutPolicy(), email]
+        log_in = [SqlUnitOfWork(db.session, MASTER), HASHER, LockoutPolicy(), email]
         with pytest.raises(commands.InvalidCredentials):
             commands.log_in(*log_in, "wrong password", device, failure_secret=b"relay-test", headers=headers)  # type: ignore[arg-type]
         for _ in range(logins):

@@ -136,6 +136,7 @@ TEST_ENV = {
     "BEAT_SCHEDULE": str(DATA_DIR / f"test-celerybeat-schedule{SUFFIX}"),
     "JWT_PRIVATE_KEY_FILE": str(DATA_DIR / "test-keys" / "jwt_private.pem"),
     "JWT_PUBLIC_KEY_FILE": str(DATA_DIR / "test-keys" / "jwt_public.pem"),
+    "DATA_MASTER_KEYS_FILE": str(DATA_DIR / "test-keys" / "data_master_keys"),
 }
 
 
@@ -149,6 +150,7 @@ def child_env(**extra: str) -> dict[str, str]:
 
 def apply() -> None:
     """The test session's signing keys (the servers' data is created by fixtures)."""
-    from auth_api.keygen import generate_key_pair
+    from auth_api.keygen import ensure_master_keys, generate_key_pair
 
     generate_key_pair(Path(TEST_ENV["JWT_PRIVATE_KEY_FILE"]), Path(TEST_ENV["JWT_PUBLIC_KEY_FILE"]))
+    ensure_master_keys(Path(TEST_ENV["DATA_MASTER_KEYS_FILE"]))

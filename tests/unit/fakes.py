@@ -9,6 +9,7 @@ from typing import Self
 from auth_api.lockout import FailureCount
 from auth_api.models import EmailChange, User, UserSession
 from event_contract import Event
+from event_contract.crypto import DataKey, new_data_key, personal_fields
 
 
 class FakeUsers:
@@ -16,6 +17,7 @@ class FakeUsers:
         self.rows: dict[uuid.UUID, User] = {}
         self.seen: dict[uuid.UUID, User] = {}
         self.locked: list[uuid.UUID] = []  # ids loaded FOR UPDATE, in order
+        self.removed: list[uuid.UUID] = []  # ids removed in the current unit of work
 
     def get(self, user_id: uuid.UUID, *, for_update: bool = False) -> User | None:
         return self._seen(self.rows.get(user_id), for_update)
@@ -26,6 +28,9 @@ class FakeUsers:
 
     def add(self, user: User) -> None:
         self.seen[user.id] = user
+
+    def remove(self, user: User) -> None:
+        self.removed.append(user.id)
 
     def _seen(self, user: User | None, for_update: bool) -> User | None:
         if user is not None:
@@ -53,6 +58,21 @@ class FakeSessions:
 
     def known_device(self, user_id: uuid.UUID, device_key: bytes) -> bool:
         return any(s.user_id == user_id and s.device_key == device_key for s in self.rows.values())
+
+
+class FakeUserKeys:
+    def __init__(self) -> None:
+        self.rows: dict[uuid.UUID, DataKey] = {}
+
+    def create(self, user_id: uuid.UUID) -> DataKey:
+        self.rows[user_id] = new_data_key()
+        return self.rows[user_id]
+
+    def of(self, user_id: uuid.UUID) -> DataKey | None:
+        return self.rows.get(user_id)
+
+    def destroy(self, user_id: uuid.UUID) -> None:
+        self.rows.pop(user_id, None)
 
 
 class FakeEmailChanges:
@@ -128,6 +148,7 @@ class FakeUnitOfWork:
         self.users = FakeUsers()
         self.sessions = FakeSessions()
         self.email_changes = FakeEmailChanges()
+        self.keys = FakeUserKeys()
         self.failures = FakeFailureCounters()
         self.outbox: list[tuple[Event, dict[str, str]]] = []
         self.commits = 0
@@ -135,6 +156,7 @@ class FakeUnitOfWork:
 
     def __enter__(self) -> Self:
         self.users.seen = {}
+        self.users.removed = []
         self.sessions.added = []
         self.email_changes.staged = {}
         self.failures.staged = {}
@@ -158,7 +180,15 @@ class FakeUnitOfWork:
         for user in self.users.seen.values():
             self.users.rows[user.id] = user
             user.events.clear()
+        for user_id in self.users.removed:
+            self.users.rows.pop(user_id, None)
+            self.email_changes.rows.pop(user_id, None)
+            for session_id in [k for k, s in self.sessions.rows.items() if s.user_id == user_id]:
+                del self.sessions.rows[session_id]
         self.sessions.rows.update((session.id, session) for session in self.sessions.added)
+        for event in events:  # as the real one: a data key exists for whoever has personal data
+            if personal_fields(event.type) and self.keys.of(event.user_id) is None:
+                self.keys.create(event.user_id)
         self.outbox.extend((event, dict(headers or {})) for event in events)
         self.failures.commit()
         self.email_changes.commit()
@@ -170,6 +200,7 @@ class FakeUnitOfWork:
     def rollback(self) -> None:
         self.failures.staged = {}
         self.email_changes.staged = {}
+        self.users.removed = []
         for user in self.users.seen.values():
             user.events.clear()
 

@@ -277,3 +277,39 @@ def test_every_new_event_fits_the_contract_and_sequences_stay_dense(uow, hasher,
         "UserReactivated",
     }
     assert outcome.expires_at is not None
+
+
+def test_deleting_the_account_ends_its_sessions_forgets_it_and_frees_the_email(uow, hasher, clock, check):
+    login = _register_and_login(uow, hasher, clock)
+    user_id = login.account.id
+    assert uow.keys.of(user_id) is not None
+    with pytest.raises(commands.WrongPassword):
+        commands.delete_account(uow, check, _caller(login), "wrong!", clock=clock)
+    assert user_id in uow.users.rows
+    before = len(uow.events())
+    outcome = commands.delete_account(uow, check, _caller(login), PASSWORD, clock=clock)
+    ended, deleted = uow.events()[before:]
+    assert (ended.type, ended.data["reason"]) == ("SessionEnded", "deletion")
+    assert (deleted.type, deleted.data, deleted.id) == ("UserDeleted", {"by": "self"}, outcome.event_id)
+    assert user_id not in uow.users.rows and uow.keys.of(user_id) is None
+    assert not [s for s in uow.sessions.rows.values() if s.user_id == user_id]
+    with pytest.raises(commands.SessionRefused):
+        _refresh(uow, clock, login)
+    with pytest.raises(commands.InvalidCredentials):
+        _login(uow, hasher, clock)
+    again = commands.register(uow, hasher, "ada@example.com", PASSWORD, clock=clock)
+    assert again.account.id != user_id
+
+
+def test_an_admin_deletes_others_never_themselves(uow, hasher, clock):
+    admin = _register_and_login(uow, hasher, clock, "root@example.com")
+    commands.change_role(uow, "root@example.com", "admin", grant=True, clock=clock)
+    user = _register_and_login(uow, hasher, clock)
+    with pytest.raises(commands.Forbidden):
+        commands.delete_user(uow, SECRET, admin.account.id, by=_caller(user), clock=clock)
+    with pytest.raises(commands.Forbidden):
+        commands.delete_user(uow, SECRET, admin.account.id, by=_caller(admin), clock=clock)
+    outcome = commands.delete_user(uow, SECRET, user.account.id, by=_caller(admin), clock=clock)
+    assert uow.events()[-1].data == {"by": "admin"} and outcome.ended_sessions == 1
+    with pytest.raises(commands.UnknownUser):
+        commands.delete_user(uow, SECRET, "ada@example.com", clock=clock)

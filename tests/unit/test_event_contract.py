@@ -49,6 +49,7 @@ def test_every_seed_type_is_known():
         "EmailChanged",
         "UserDeactivated",
         "UserReactivated",
+        "UserDeleted",
         "UserRegistered",
         "UserLoggedIn",
         "UserLoginFailed",
@@ -90,7 +91,7 @@ def _document(**changes):
 @pytest.mark.parametrize(
     "changes, reason",
     [
-        ({"type": "UserDeleted"}, "unknown event type"),
+        ({"type": "UserTeleported"}, "unknown event type"),
         ({"sequence": "2"}, "sequence"),
         ({"sequence": 0}, "sequence"),
         ({"subject": "not-a-uuid"}, "subject"),
