@@ -25,6 +25,8 @@ from sqlalchemy import Engine
 from celery_config.app import NOTIFY_TASK
 from celery_config.engines import worker_engine
 from event_contract import Delivery, InvalidEvent, parse_event
+from event_contract.crypto import DataKeys
+from event_contract.keystore import batch_keys
 from notifier import ledger
 from notifier.mails import Mail, mails_for
 from notifier.metrics import MAILS
@@ -81,17 +83,25 @@ def deliver(engine: Engine, settings: Settings, mail: Mail, send: Send = send_me
 
 
 def notify(
-    engine: Engine, settings: Settings, deliveries: list[Delivery], send: Send = send_message
+    engine: Engine,
+    settings: Settings,
+    deliveries: list[Delivery],
+    send: Send = send_message,
+    keys: DataKeys | None = None,
 ) -> Counter[str]:
-    """Mail what each delivered event calls for; counts of outcomes ("no-mail", "unreadable" too)."""
+    """Mail what each delivered event calls for; counts of outcomes ("no-mail", "unreadable",
+    "forgotten" too). ``keys`` opens the events' personal fields."""
     outcomes: Counter[str] = Counter()
     for delivery in deliveries:
         try:
-            event = parse_event(delivery.raw())
+            event = parse_event(delivery.raw(), keys)
         except InvalidEvent as exc:
             # The projector dead-letters it; there is no mail in what cannot be read.
             log.warning("notifier: unreadable event at %s skipped: %s", delivery.source, str(exc)[:200])
             outcomes["unreadable"] += 1
+            continue
+        if event.forgotten:  # its user was erased: there is no address left to write to
+            outcomes["forgotten"] += 1
             continue
         mails = mails_for(event)
         if not mails:
@@ -116,7 +126,13 @@ def send_mail_task(self: Task, deliveries: list[dict[str, Any]]) -> dict[str, in
     items = [Delivery.from_dict(item) for item in deliveries]
     engine = worker_engine(settings.notifier_database_url)
     try:
-        outcomes = notify(engine, settings, items)
+        # A key store per batch: a user erased since the last batch is unreadable in this one.
+        keys = batch_keys(
+            worker_engine(settings.notifier_keys_database_url),
+            settings.data_master_keys,
+            settings.data_master_keys_file,
+        )
+        outcomes = notify(engine, settings, items, keys=keys)
     except Exception as exc:
         # A failed task is acked and its mails lost: retry instead, with capped backoff.
         delay = retry_delay(self.request.retries)

@@ -218,7 +218,8 @@ cmd_setup() {
         superuser_psql -d postgres -v db="$NOTIFY_DB_NAME" -v owner="$notifier" \
         -f "$SERVICES_DIR/sql/notify_db_access.sql" >/dev/null
     # The consumers that open events' personal fields read the data keys in auth_db.
-    superuser_psql -d postgres -v db="$AUTH_DB_NAME" -v readers="$projection,$notifier" \
+    PROJECTION_PASSWORD="$(ensure_secret "postgres/$projection")" NOTIFIER_PASSWORD="$(ensure_secret "postgres/$notifier")" \
+        superuser_psql -d postgres -v db="$AUTH_DB_NAME" -v projection="$projection" -v notifier="$notifier" \
         -f "$SERVICES_DIR/sql/data_keys_access.sql" >/dev/null
     # Failing statements carry their values (an email in a unique-key error): the server log
     # keeps neither the statement nor the error's DETAIL, so no personal data lands there.

@@ -169,8 +169,15 @@ def test_each_process_kind_gets_only_its_own_database_role(env_file):
         "auth-api": {"AUTH_DATABASE_URL": "cqrs_auth"},
         "query-api": {"QUERY_DATABASE_URL": "cqrs_reader"},
         "relay-worker": {"RELAY_DATABASE_URL": "cqrs_relay"},
-        "projection-worker": {"PROJECTION_DATABASE_URL": "cqrs_projection"},
-        "notification-worker": {"NOTIFIER_DATABASE_URL": "cqrs_notifier"},
+        # The consumers that open personal fields read the data keys in auth_db as themselves.
+        "projection-worker": {
+            "PROJECTION_DATABASE_URL": "cqrs_projection",
+            "PROJECTION_KEYS_DATABASE_URL": "cqrs_projection",
+        },
+        "notification-worker": {
+            "NOTIFIER_DATABASE_URL": "cqrs_notifier",
+            "NOTIFIER_KEYS_DATABASE_URL": "cqrs_notifier",
+        },
         "projector": {},
         "notifier": {},
         "mailcatcher": {},
@@ -185,7 +192,11 @@ def test_each_process_kind_gets_only_its_own_database_role(env_file):
             if key.endswith("DATABASE_URL")
         }
         assert found == urls, name
-
+    # The master key that opens every data key is mounted only where events are sealed or opened.
+    holders = {
+        n for n, s in services.items() if any("/keys/master" in str(v) for v in s.get("volumes") or [])
+    }
+    assert holders == {"setup", "auth-api", "projection-worker", "notification-worker"}
 
 
 @functools.cache
