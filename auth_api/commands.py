@@ -217,11 +217,13 @@ def log_in(
         new_device = device_key is None or not uow.sessions.known_device(user.id, device_key)
         session = UserSession.start(user.id, now, device_key)
         uow.sessions.add(session)
-        event = user.log_in(device, now, session, new_device=new_device, new_password_hash=upgraded)
+        logged_in = user.log_in(device, now, session, new_device=new_device, new_password_hash=upgraded)
         account = Account.of(user)
         grant = SessionGrant(session.id, session.refresh_jti)
-        uow.commit(headers)
-    return Outcome(account, event.id, grant, event.sequence)
+        events = uow.commit(headers)
+    # The answer names the UserLoggedIn event (its login-history entry); the sequence is the
+    # last one written (SessionStarted), so a consistency wait covers both.
+    return Outcome(account, logged_in.id, grant, events[-1].sequence)
 
 
 def refresh(

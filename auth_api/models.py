@@ -95,7 +95,8 @@ class User(db.Model):
         new_device: bool,
         new_password_hash: str | None = None,
     ) -> Event:
-        """A successful login: the failure count resets and ``session`` starts."""
+        """A successful login: the failure count resets and ``session`` starts (UserLoggedIn,
+        returned, then SessionStarted)."""
         self._set_failures(FailureCount())
         if new_password_hash is not None:  # a hash of an older scheme, upgraded on success
             self.password_hash = new_password_hash
@@ -105,9 +106,9 @@ class User(db.Model):
             "user_agent": device.user_agent,
             "session_id": session.id,
         }
-        self._record("UserLoggedIn", data, now)
-        started = {**data, "new_device": new_device}
-        return self._record("SessionStarted", started, now)
+        logged_in = self._record("UserLoggedIn", data, now)
+        self._record("SessionStarted", {**data, "new_device": new_device}, now)
+        return logged_in
 
     def refresh_session(self, session: UserSession, now: datetime) -> tuple[uuid.UUID, Event]:
         """Rotate ``session``'s refresh token: the new token id and the SessionRefreshed event."""

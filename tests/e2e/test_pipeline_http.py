@@ -22,7 +22,7 @@ def test_register_and_login_reach_the_read_side(system):
     projected = wait_until(projected_with_login, timeout=20, what="user and login projected")
     assert projected["email"] == user["email"]
     assert projected["roles"] == ["user"]
-    assert projected["version"] == 2
+    assert projected["version"] == 3  # UserRegistered, UserLoggedIn, SessionStarted
 
     history = system.query(f"/users/{user['id']}/logins", token=token)
     assert history.status_code == 200

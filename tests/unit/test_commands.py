@@ -113,8 +113,8 @@ def test_a_login_bumps_the_version_and_records_the_device(uow, hasher, clock):
         "session_id": str(outcome.session.session_id),
     }
     assert (logged_in.type, logged_in.sequence, logged_in.data) == ("UserLoggedIn", 2, device)
-    # The answer names the last event, so a consistency wait covers both.
-    assert (started.type, started.sequence, started.id) == ("SessionStarted", 3, outcome.event_id)
+    assert logged_in.id == outcome.event_id  # the login's event; its wait covers both
+    assert (started.type, started.sequence, outcome.sequence) == ("SessionStarted", 3, 3)
     assert started.data == {**device, "new_device": True}
     assert outcome.account.id == registered.account.id
     assert uow.users.locked == [registered.account.id]  # the version is bumped under the row lock
