@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import json
 import uuid
+from dataclasses import replace
 
 import jwt
 import pytest
 from sqlalchemy import text
 
 from auth_api.extensions import db
+from event_contract.crypto import KeyUnavailable
+from event_contract.keystore import SqlDataKeys
 from tests.support.cli import flask_cli
 from tests.support.outbox import outbox_events
 
@@ -326,34 +329,46 @@ def test_an_admin_deletes_over_http_and_the_operator_from_the_shell(client, auth
     _problem(client.post("/login", json={"email": email, "password": PASSWORD}), 401)
 
 
-def test_rotating_the_master_key_keeps_every_event_readable(client, auth_app, tmp_path):
+def test_rotating_the_master_key_keeps_every_event_readable(settings):
+    # In a database of its own: a rotation re-wraps every data key, and the session's running
+    # workers, which hold only the configured master key, must keep reading theirs.
+    from auth_api import create_app
     from auth_api.key_rotation import rewrap_all
     from event_contract import parse_event
     from event_contract.crypto import MasterKeys
+    from tests.support.databases import scratch_database
 
-    email, user_id = _account(client)
-    side = auth_app.extensions["write_side"]
-    old = side.master
-    new = MasterKeys.parse(
-        MasterKeys.generate_line("rotated") + "," + ",".join(f"{k}:{_b64(v)}" for k, v in old.keys.items())
-    )
-    with auth_app.app_context():
-        assert rewrap_all(new) >= 1
-        assert rewrap_all(new) == 0  # nothing left under an old key
-        row = db.session.execute(
-            text("SELECT key_id, master_key_id, wrapped FROM data_keys WHERE user_id = :id"), {"id": user_id}
-        ).one()
-        db.session.rollback()
-    assert row.master_key_id == "rotated"
-    only_new = MasterKeys("rotated", {"rotated": new.keys["rotated"]})
-    secret = only_new.unwrap(uuid.UUID(user_id), row.key_id, row.master_key_id, bytes(row.wrapped))
+    quiet = replace(settings, relay_kick=False)
+    with scratch_database(
+        settings.auth_database_url, lambda config: create_app(quiet, config), "rotation"
+    ) as app:
+        client = app.test_client()
+        emails = [_account(client)[0] for _ in range(3)]
+        old = app.extensions["write_side"].master
+        rotated = MasterKeys.parse(
+            MasterKeys.generate_line("rotated")
+            + ","
+            + ",".join(f"{k}:{_b64(v)}" for k, v in old.keys.items())
+        )
+        with app.app_context():
+            assert rewrap_all(rotated, batch=2) == 3  # in batches, each its own transaction
+            assert rewrap_all(rotated) == 0  # nothing left under an old key
+            masters = {m for (m,) in db.session.execute(text("SELECT master_key_id FROM data_keys"))}
+            payloads = [
+                bytes(p) for (p,) in db.session.execute(text("SELECT payload FROM outbox ORDER BY id"))
+            ]
+            db.session.rollback()
+            assert masters == {"rotated"}
+            # Only the new master key is needed now: the old one can be dropped.
+            only_new = MasterKeys("rotated", {"rotated": rotated.keys["rotated"]})
+            keys = SqlDataKeys(db.engine, only_new)
+            assert sorted(parse_event(p, keys).data["email"] for p in payloads) == sorted(emails)
+            with pytest.raises(KeyUnavailable):  # and the old one alone opens nothing any more
+                SqlDataKeys(db.engine, old).get(parse_event(payloads[0], keys).user_id, _key_id(payloads[0]))
 
-    class Keys:
-        def get(self, uid, kid):
-            return secret if (uid, kid) == (uuid.UUID(user_id), row.key_id) else None
 
-    (registered,) = _outbox(auth_app, user_id)
-    assert parse_event(registered, Keys()).data["email"] == email
+def _key_id(payload: bytes) -> uuid.UUID:
+    return uuid.UUID(json.loads(payload)["datakeyid"])
 
 
 def _b64(key: bytes) -> str:

@@ -49,9 +49,10 @@ class Burst:
         self.event_ids.append(uuid.UUID(str(event_id)))
 
     def add_login(self, user_id: str | uuid.UUID, event_id: str | uuid.UUID) -> None:
+        """A login over HTTP: its UserLoggedIn (``event_id``, the answer's) and SessionStarted."""
         user = self.users[uuid.UUID(str(user_id))]
         user["logins"] += 1
-        user["version"] += 1
+        user["version"] += 2
         self.event_ids.append(uuid.UUID(str(event_id)))
 
 
@@ -278,9 +279,11 @@ def committed_burst(tag: str) -> Burst:
         if event["event_type"] == "UserRegistered":
             burst.add_user(event["user_id"], event["event_id"])
     for event in events:
-        assert event["event_type"] in ("UserRegistered", "UserLoggedIn"), event
+        assert event["event_type"] in ("UserRegistered", "UserLoggedIn", "SessionStarted"), event
         if event["event_type"] == "UserLoggedIn":
             burst.add_login(event["user_id"], event["event_id"])
+        elif event["event_type"] == "SessionStarted":  # its version counted with its login
+            burst.event_ids.append(uuid.UUID(str(event["event_id"])))
     return burst
 
 
