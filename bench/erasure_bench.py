@@ -214,3 +214,7 @@ def _missing(user_ids: list[str], timeout: float) -> list[str]:
         if not missing or time.monotonic() > deadline:
             return missing
         time.sleep(0.2)
+
+
+if __name__ == "__main__":
+    main()

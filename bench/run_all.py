@@ -37,6 +37,7 @@ SCRIPTS: dict[str, tuple[str, list[str], list[str] | None]] = {
     "consistency": ("bench.consistency_bench", [], []),
     "idle": ("bench.idle_bench", [], []),
     "scaling": ("bench.scaling_bench", [], []),
+    "erasure": ("bench.erasure_bench", [], []),
 }
 
 
