@@ -58,7 +58,7 @@ def _poisons(token: str) -> dict[str, tuple[bytes | None, str]]:
     return {
         "bad JSON": (b'{"id": "' + token.encode() + b'", "type": ', "not JSON"),
         "not UTF-8": (b"\xff\xfe" + token.encode() + b"\x80\x81", "not JSON"),
-        "unknown type": (_json(_envelope(token, type="UserDeleted")), "unknown event type 'UserDeleted'"),
+        "unknown type": (_json(_envelope(token, type="UserMoved")), "unknown event type 'UserMoved'"),
         "missing subject": (_json(_envelope(token, subject=_DROP)), "subject"),
         "mistyped sequence": (_json(_envelope(token, sequence="1")), "sequence"),
         "mistyped data": (
