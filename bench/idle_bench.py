@@ -15,6 +15,7 @@ when ``--supervisord`` is given; else not counted).
 from __future__ import annotations
 
 import os
+import secrets
 import time
 from pathlib import Path
 from typing import Any
@@ -64,8 +65,10 @@ def run(args: Any, env: dict[str, str], topic: str, rid: str) -> dict[str, Any]:
     rows: list[dict[str, Any]] = []
     notes: list[str] = []
     try:
+        # Flower refuses to start without a login: the benchmark's own, never shown.
+        flower = {"FLOWER_BASIC_AUTH": f"bench:{secrets.token_urlsafe(18)}"}
         for name in names:
-            procs.start(name)
+            procs.start(name, flower if name == "flower" else None)
         for name in names:
             if name in ("auth_api", "query_api"):
                 wait_http_ok(int(env["AUTH_API_PORT" if name == "auth_api" else "QUERY_API_PORT"]))

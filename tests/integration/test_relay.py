@@ -173,18 +173,18 @@ def test_two_relays_at_once_publish_each_row_once_and_in_order(auth_db_app, sett
 
 
 def test_each_shard_publishes_exactly_its_users_rows(auth_db_app, settings, topic_name):
-    versions = _make_history(users=30, logins=1)  # 90 events
+    versions = _make_history(users=30, logins=1)  # 120 events
     producer = kafka_producer(settings.kafka_bootstrap, 10000)
     published = 0
     for shard in range(4):
         expected = {u for u in versions if shard_of(u, 4) == shard}
         before = {r.key.decode() for r in read_all(settings.kafka_bootstrap, topic_name)}
         result = relay_outbox(db.engine, producer, topic_name, shard=shard, shards=4)
-        assert result.published == 3 * len(expected) and not result.failed
+        assert result.published == 4 * len(expected) and not result.failed
         published += result.published
         keys = {r.key.decode() for r in read_all(settings.kafka_bootstrap, topic_name)} - before
         assert keys == expected, f"shard {shard} published other users' rows (SQL and shard_of disagree)"
-    assert published == 90 and _outbox_counts() == (90, 0)
+    assert published == 120 and _outbox_counts() == (120, 0)
 
 
 def test_a_held_shard_holds_back_only_its_own_users(auth_db_app, settings, topic_name):
@@ -204,7 +204,7 @@ def test_a_held_shard_holds_back_only_its_own_users(auth_db_app, settings, topic
 
 
 def test_four_shard_relays_at_once_publish_each_row_once_and_in_order(auth_db_app, settings, topic_name):
-    versions = _make_history(users=40, logins=10)  # 480 events
+    versions = _make_history(users=40, logins=10)  # 880 events
     total, _ = _outbox_counts()
     results = []
     engine = db.engine  # threads have no app context
@@ -225,7 +225,7 @@ def test_four_shard_relays_at_once_publish_each_row_once_and_in_order(auth_db_ap
     assert _outbox_counts() == (total, 0)
     assert sum(r.published for r in results) == total
     records = read_all(settings.kafka_bootstrap, topic_name)
-    assert len(records) == total == 480, "a row was published twice or not at all"
+    assert len(records) == total == 880, "a row was published twice or not at all"
     _assert_per_user_order(records, versions)
 
 
