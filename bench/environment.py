@@ -25,6 +25,7 @@ BENCH_ENV: dict[str, str] = {
     "PG_ROLE_PREFIX": "cqrs_bench",
     "AUTH_DB_NAME": "auth_bench",
     "QUERY_DB_NAME": "query_bench",
+    "NOTIFY_DB_NAME": "notify_bench",
     "RABBITMQ_USER": "cqrs_bench",
     "RABBITMQ_VHOST": VHOST,
     "KAFKA_BOOTSTRAP_SERVERS": _KAFKA,
@@ -55,7 +56,7 @@ BENCH_ENV: dict[str, str] = {
     "PYTHONPATH": str(ROOT),
 }
 
-_FORBIDDEN_DATABASES = {"auth_db", "query_db", "auth_test", "query_test"}
+_FORBIDDEN_DATABASES = {"auth_db", "query_db", "notify_db", "auth_test", "query_test", "notify_test"}
 # A tiny run (``--tiny``, e.g. from the test suite) gets databases and a vhost of its own, so
 # it never empties the tables of a full ``make bench`` running at the same time.
 TINY_SUFFIX = "_tiny"
@@ -69,7 +70,11 @@ def run_id() -> str:
 
 def check(env: dict[str, str]) -> None:
     """Refuse an environment that would point a benchmark at dev or test resources."""
-    for key, prefix in (("AUTH_DB_NAME", "auth_bench"), ("QUERY_DB_NAME", "query_bench")):
+    for key, prefix in (
+        ("AUTH_DB_NAME", "auth_bench"),
+        ("QUERY_DB_NAME", "query_bench"),
+        ("NOTIFY_DB_NAME", "notify_bench"),
+    ):
         database = env[key]
         if database in _FORBIDDEN_DATABASES or not database.startswith(prefix):
             raise RuntimeError(f"{key} must name a {prefix}* database, not {database!r}")
@@ -125,7 +130,7 @@ def instance_env(tiny: bool) -> dict[str, str]:
     suffix = (TINY_SUFFIX if tiny else "") + (f"_ns{_NAMESPACE}" if _NAMESPACE else "")
     env["BENCH_VHOST"] = VHOST + suffix
     if suffix:
-        for key in ("AUTH_DB_NAME", "QUERY_DB_NAME", "BEAT_SCHEDULE"):
+        for key in ("AUTH_DB_NAME", "QUERY_DB_NAME", "NOTIFY_DB_NAME", "BEAT_SCHEDULE"):
             env[key] += suffix
         env["RABBITMQ_VHOST"] = env["BENCH_VHOST"]
         env["RATE_LIMIT_KEY_PREFIX"] += suffix
