@@ -27,6 +27,21 @@ UNIT_ONLY = "tests/unit"
 collect_ignore = [] if environment.KAFKA_CLUSTER else ["cluster"]
 
 
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[Any]:
+    """A failed test that ran the system reports the state of its processes (see diagnostics)."""
+    report = yield
+    system = getattr(item, "funcargs", {}).get("system")
+    if report.failed and system is not None:
+        from tests.support.diagnostics import system_report
+
+        try:
+            report.sections.append(("system state", system_report(system.processes)))
+        except Exception as exc:  # a report must never hide the failure it describes
+            report.sections.append(("system state", f"unavailable: {exc!r}"))
+    return report
+
+
 def _needs_servers(config: pytest.Config) -> bool:
     args = [str(a) for a in config.args]
     return not args or any(UNIT_ONLY not in a for a in args)
