@@ -96,6 +96,8 @@ class Settings:
     projector_batch_size: int
     projector_max_queued_tasks: int
     projector_metrics_port: int
+    # A consumer (projector, notifier) whose main loop is silent this long exits to be restarted.
+    consumer_stall_seconds: float
     metrics_address: str
     celery_metrics_port: int | None
     # --- notifier (mail as a reaction to events) and its SMTP server ---
@@ -220,6 +222,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         projector_batch_size=integer("PROJECTOR_BATCH_SIZE", 500),
         projector_max_queued_tasks=integer("PROJECTOR_MAX_QUEUED_TASKS", 200),
         projector_metrics_port=integer("PROJECTOR_METRICS_PORT", 9108),
+        consumer_stall_seconds=number("CONSUMER_STALL_SECONDS", 120.0),
         metrics_address=text("METRICS_ADDR", "127.0.0.1"),
         celery_metrics_port=int(celery_metrics) if celery_metrics else None,
         rebuild_pause_at=text("REBUILD_PAUSE_AT", "") or None,

@@ -6,7 +6,7 @@ is ``subject`` on the wire and ``user_id`` in code. New fields are added only as
 ones (parsers ignore what they do not know); a breaking change is a new type.
 """
 
-from event_contract.delivery import Delivery, KafkaRecord
+from event_contract.delivery import Delivery, KafkaRecord, next_offsets
 from event_contract.envelope import (
     CONTENT_TYPE,
     EVENT_TYPES,
@@ -29,6 +29,7 @@ __all__ = [
     "InvalidEvent",
     "KafkaRecord",
     "new_event",
+    "next_offsets",
     "parse_event",
     "serialize_event",
 ]

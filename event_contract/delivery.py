@@ -80,3 +80,13 @@ class Delivery:
         if self.encoding == "base64":
             return base64.b64decode(self.value)
         return self.value.encode("utf-8")
+
+
+def next_offsets(records: list[KafkaRecord]) -> dict[tuple[str, int], int]:
+    """Per (topic, partition), the offset after the last of ``records``: what a consumer
+    stores for commit once their hand-over is confirmed."""
+    following: dict[tuple[str, int], int] = {}
+    for record in records:
+        key = (record.topic() or "", record.partition() or 0)
+        following[key] = max(following.get(key, -1), (record.offset() or 0) + 1)
+    return following

@@ -11,6 +11,7 @@ import signal
 import threading
 
 from observability.logs import configure_logging
+from observability.watchdog import LoopWatchdog
 from settings import load_settings
 
 
@@ -37,6 +38,9 @@ def main() -> None:
     if settings.notifier_metrics_port:
         start_http_server(settings.notifier_metrics_port, addr=settings.metrics_address)
     notifier = build_notifier(settings, **{"stats_cb": record_lag, "statistics.interval.ms": 2000})
+    watchdog = LoopWatchdog("notifier", settings.consumer_stall_seconds)
+    notifier.beat = watchdog.beat
+    watchdog.start()
     notifier.run(stop)
 
 

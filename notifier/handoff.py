@@ -1,8 +1,8 @@
 """Kafka consumer (group ``notifier``) that hands event batches to the notification workers.
 
-Modelled on the projector's hand-off: auto-commit off; a batch is published to queue
-``notifications`` with publisher confirms, and only then are its offsets committed (per
-partition, last offset + 1). A crash before the commit means redelivery, never loss; the
+Modelled on the projector's hand-off: a batch is published to queue ``notifications`` with
+publisher confirms, and only then are its offsets stored (per partition, last offset + 1)
+for librdkafka to commit. A crash before the commit means redelivery, never loss; the
 workers' claims make redelivery send nothing twice. While the queue is deep the consumer
 pauses its partitions and keeps polling, so it stays in the group.
 """
@@ -13,13 +13,13 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 from celery_config.app import NOTIFICATIONS_QUEUE, NOTIFY_TASK, make_celery
-from event_contract import Delivery
+from event_contract import Delivery, next_offsets
 from notifier.metrics import EVENTS_HANDED_OVER
 from notifier.payload import batch_repr
 from settings import Settings
@@ -30,13 +30,6 @@ Publish = Callable[[list[dict[str, Any]]], None]
 QueueDepth = Callable[[], int | None]
 DEPTH_CHECK_SECONDS = 1.0
 MAX_RETRY_DELAY = 5.0
-# Offset commit errors after which this member no longer owns what it wanted to commit.
-_LOST_OWNERSHIP = (
-    KafkaError.ILLEGAL_GENERATION,
-    KafkaError.UNKNOWN_MEMBER_ID,
-    KafkaError.REBALANCE_IN_PROGRESS,
-    KafkaError._NO_OFFSET,
-)
 
 
 def consumer_config(settings: Settings, **overrides: Any) -> dict[str, Any]:
@@ -44,7 +37,10 @@ def consumer_config(settings: Settings, **overrides: Any) -> dict[str, Any]:
         "bootstrap.servers": settings.kafka_bootstrap,
         "group.id": settings.notifier_group_id,
         "client.id": "notifier",
-        "enable.auto.commit": False,
+        # As the projector's: librdkafka commits the offsets stored after each confirmed
+        # hand-over (a synchronous commit here can block for good across a session timeout).
+        "enable.auto.commit": True,
+        "auto.commit.interval.ms": 1000,
         "enable.auto.offset.store": False,
         # A new group starts at the topic's beginning: the claims skip what was mailed before.
         "auto.offset.reset": "earliest",
@@ -65,25 +61,26 @@ class Notifier:
     max_queued_tasks: int = 200
     poll_timeout: float = 0.5
     clock: Callable[[], float] = time.monotonic
+    # Called on every turn of the loop and of its waits (a watchdog's beat, see __main__).
+    beat: Callable[[], None] = lambda: None
     events_sent: int = 0
     _paused: bool = False
     _next_depth_check: float = 0.0
-    _pending: dict[tuple[str, int], int] = field(default_factory=dict)
 
     def run(self, stop: threading.Event) -> None:
-        """Consume until ``stop`` is set; commit what was handed over and leave the group."""
+        """Consume until ``stop`` is set; then commit what was handed over and leave the group."""
         self.consumer.subscribe([self.topic], on_assign=self._on_assign, on_revoke=self._on_revoke)
         log.info("notifier: subscribed to %s", self.topic)
         try:
             while not stop.is_set():
+                self.beat()
                 if self._backpressure():
                     continue
                 batch = self._next_batch()
                 if batch:
                     self._hand_over(batch, stop)
         finally:
-            self._commit_pending()
-            self.consumer.close()
+            self.consumer.close()  # commits the stored offsets and leaves the group
             log.info("notifier: closed after %d events", self.events_sent)
 
     def _next_batch(self) -> list[Message]:
@@ -117,26 +114,15 @@ class Notifier:
                     # Stopping with the broker gone: leave it uncommitted, to be redelivered.
                     raise SystemExit(1) from exc
         self._set_paused(False)
-        for message in batch:
-            key = (message.topic(), message.partition())
-            self._pending[key] = max(self._pending.get(key, -1), message.offset() + 1)
-        self._commit_pending()
+        offsets = [TopicPartition(t, p, o) for (t, p), o in next_offsets(batch).items()]
+        try:
+            self.consumer.store_offsets(offsets=offsets)
+        except KafkaException as exc:
+            # The partition moved meanwhile: its next owner re-reads, and the claims dedupe.
+            log.warning("notifier: offsets not stored: %s", exc)
         self.events_sent += len(batch)
         EVENTS_HANDED_OVER.inc(len(batch))
         log.info("notifier: handed over %d events", len(batch))
-
-    def _commit_pending(self) -> None:
-        if not self._pending:
-            return
-        offsets = [TopicPartition(t, p, o) for (t, p), o in self._pending.items()]
-        try:
-            self.consumer.commit(offsets=offsets, asynchronous=False)
-            self._pending.clear()
-        except KafkaException as exc:
-            # The partition moved meanwhile: its next owner re-reads, and the claims dedupe.
-            log.warning("notifier: offset commit failed: %s", exc)
-            if exc.args and exc.args[0].code() in _LOST_OWNERSHIP:
-                self._pending.clear()
 
     def _backpressure(self) -> bool:
         """True while paused because the notifications queue is deep (checked once a second)."""
@@ -166,6 +152,7 @@ class Notifier:
     def _poll_until(self, deadline: float) -> None:
         # poll() on paused partitions returns nothing but serves heartbeats and rebalances.
         while (left := deadline - self.clock()) > 0:
+            self.beat()
             message = self.consumer.poll(min(left, 0.2))
             if message is not None and message.error() is None:
                 # Fetched before the pause took effect: seek back so it is read again.
@@ -177,8 +164,7 @@ class Notifier:
             consumer.pause(partitions)
 
     def _on_revoke(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        log.info("notifier: revoked %s", [p.partition for p in partitions])
-        self._commit_pending()
+        log.info("notifier: revoked %s", [p.partition for p in partitions])  # librdkafka commits them
 
 
 def celery_publisher(settings: Settings) -> tuple[Publish, QueueDepth]:

@@ -21,6 +21,7 @@ from celery_config.engines import worker_engine
 from event_contract import Delivery
 from event_contract.keystore import batch_keys
 from observability.logs import configure_logging
+from observability.watchdog import LoopWatchdog
 from projector.projection.apply import apply_one_by_one
 from projector.projection.dead_letters import dead_letters
 from read_model import DeadLetter
@@ -70,6 +71,9 @@ def consume(settings: Settings) -> None:
     if settings.projector_metrics_port:
         start_http_server(settings.projector_metrics_port, addr=settings.metrics_address)
     projector = build_projector(settings, **{"stats_cb": record_lag, "statistics.interval.ms": 2000})
+    watchdog = LoopWatchdog("projector", settings.consumer_stall_seconds)
+    projector.beat = watchdog.beat
+    watchdog.start()
     projector.run(stop)
 
 

@@ -1,8 +1,9 @@
 """Kafka consumer that hands event batches to Celery and commits only what is confirmed.
 
-Offsets are committed per partition (last offset + 1) only after RabbitMQ confirmed the
-task that carries those events. A crash before the commit means redelivery, never loss;
-the projection is idempotent, so redelivery changes nothing.
+Offsets are stored per partition (last offset + 1) only after RabbitMQ confirmed the task
+that carries those events; librdkafka commits what is stored (see ``consumer_config``). A
+crash before the commit means redelivery, never loss; the projection is idempotent, so
+redelivery changes nothing.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 from celery_config.app import PROJECT_TASK, PROJECTIONS_QUEUE, make_celery
-from event_contract import Delivery
+from event_contract import Delivery, next_offsets
 from observability.metrics import EVENTS_HANDED_OVER
 from settings import Settings
 
@@ -33,7 +34,12 @@ def consumer_config(settings: Settings, **overrides: Any) -> dict[str, Any]:
         "bootstrap.servers": settings.kafka_bootstrap,
         "group.id": settings.consumer_group,
         "client.id": "projector",
-        "enable.auto.commit": False,
+        # Only offsets stored after a confirmed hand-over are committed, by librdkafka: in the
+        # background every second, for partitions being revoked, and on close. A synchronous
+        # commit from this loop can block for good when it overlaps a session timeout (the
+        # rebalance it waits for needs this thread's poll()): the projector then stalls alive.
+        "enable.auto.commit": True,
+        "auto.commit.interval.ms": 1000,
         "enable.auto.offset.store": False,
         "auto.offset.reset": "earliest",
         # Several projectors share the partitions (one group). Cooperative rebalancing moves
@@ -60,9 +66,10 @@ class Projector:
     poll_timeout: float = 0.5
     # Injected in tests; the backpressure and retry waits are measured on it.
     clock: Callable[[], float] = time.monotonic
+    # Called on every turn of the loop and of its waits (a watchdog's beat, see __main__).
+    beat: Callable[[], None] = lambda: None
     _paused: bool = False
     _next_depth_check: float = 0.0
-    _pending: dict[tuple[str, int], int] = field(default_factory=dict)
     batches_sent: int = 0
     events_sent: int = 0
     # Set once partitions are assigned; other threads must not call into the consumer.
@@ -75,6 +82,7 @@ class Projector:
         idle_since = self.clock()
         try:
             while not stop.is_set():
+                self.beat()
                 if self._apply_backpressure(stop):
                     continue
                 batch = self._deliveries(self._next_messages())
@@ -84,9 +92,7 @@ class Projector:
                 elif idle_exit_after is not None and self.clock() - idle_since > idle_exit_after:
                     break
         finally:
-            # Everything handed over is committed by _hand_over; commit leftovers and leave
-            # the group cleanly so the partitions move at once.
-            self._commit_pending()
+            # close() commits the stored offsets and leaves the group, so the partitions move at once.
             self.consumer.close()
             log.info("projector: closed after %d batches, %d events", self.batches_sent, self.events_sent)
 
@@ -125,10 +131,7 @@ class Projector:
                     # Shutting down with the broker gone: leave uncommitted, to be redelivered.
                     raise SystemExit(1) from exc
         self._resume()
-        for message, _ in batch:
-            key = (message.topic(), message.partition())
-            self._pending[key] = max(self._pending.get(key, -1), message.offset() + 1)
-        self._commit_pending()
+        store_offsets(self.consumer, [message for message, _ in batch])
         self.batches_sent += 1
         self.events_sent += len(batch)
         EVENTS_HANDED_OVER.inc(len(batch))
@@ -137,24 +140,6 @@ class Projector:
             len(batch),
             extra={"request_ids": sorted({d.request_id for _, d in batch if d.request_id})[:200]},
         )
-
-    def _commit_pending(self) -> None:
-        if not self._pending:
-            return
-        offsets = [TopicPartition(t, p, o) for (t, p), o in self._pending.items()]
-        try:
-            self.consumer.commit(offsets=offsets, asynchronous=False)
-            self._pending.clear()
-        except KafkaException as exc:
-            # Lost the partition meanwhile: its next owner re-reads; harmless duplicates.
-            log.warning("projector: offset commit failed: %s", exc)
-            if exc.args and exc.args[0].code() in (
-                KafkaError.ILLEGAL_GENERATION,
-                KafkaError.UNKNOWN_MEMBER_ID,
-                KafkaError.REBALANCE_IN_PROGRESS,
-                KafkaError._NO_OFFSET,
-            ):
-                self._pending.clear()
 
     def _apply_backpressure(self, stop: threading.Event) -> bool:
         """Pause while the projections queue is too deep; keep polling to stay in the group."""
@@ -197,6 +182,7 @@ class Projector:
     def _wait_until(self, deadline: float) -> None:
         # poll() on paused partitions returns nothing but serves heartbeats and rebalances.
         while (left := deadline - self.clock()) > 0:
+            self.beat()
             message = self.consumer.poll(min(left, 0.2))
             if message is not None and message.error() is None:
                 # A message fetched before the pause took effect: seek back so it is re-read.
@@ -209,10 +195,20 @@ class Projector:
             consumer.pause(partitions)
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        # Cooperative: only the partitions leaving this member. What was handed over is
-        # committed before they go (their next owner starts there); the rest stays ours.
+        # Cooperative: only the partitions leaving this member. librdkafka commits what was
+        # stored for them before they go (their next owner starts there).
         log.info("projector: revoked %s", [p.partition for p in partitions])
-        self._commit_pending()
+
+
+def store_offsets(consumer: Consumer, messages: list[Message]) -> None:
+    """Store the offsets after ``messages`` (a confirmed hand-over) for librdkafka to commit."""
+    offsets = [TopicPartition(t, p, o) for (t, p), o in next_offsets(messages).items()]
+    try:
+        consumer.store_offsets(offsets=offsets)
+    except KafkaException as exc:
+        # The partition moved meanwhile: its next owner re-reads from the last commit, and
+        # the projection is idempotent.
+        log.warning("projector: offsets not stored: %s", exc)
 
 
 def celery_publisher(settings: Settings, queue: str = PROJECTIONS_QUEUE) -> tuple[Publish, QueueDepth]:

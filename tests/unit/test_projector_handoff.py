@@ -98,9 +98,12 @@ class FakeConsumer:
     def seek(self, partition: TopicPartition) -> None:
         self.position = partition.offset
 
-    def commit(self, offsets, asynchronous: bool = True) -> None:
-        assert asynchronous is False, "offsets are committed synchronously"
+    def store_offsets(self, offsets) -> None:
+        # What librdkafka then commits (in the background, on revoke and on close).
         self.commits.append([(tp.partition, tp.offset) for tp in offsets])
+
+    def commit(self, *args, **kwargs) -> None:
+        raise AssertionError("a synchronous commit can stall the consumer; offsets are stored")
 
     def close(self) -> None:
         self.closed = True
@@ -175,9 +178,15 @@ def test_a_deep_queue_pauses_consumption_but_polling_goes_on_then_it_resumes():
     def publish(batch: list[dict]) -> None:
         published.append(len(batch))
 
-    _projector(consumer, publish, queue_depth).run(threading.Event(), idle_exit_after=5.0)
+    beats: list[float] = []
+    projector = _projector(consumer, publish, queue_depth)
+    projector.beat = lambda: beats.append(clock.now)
+    projector.run(threading.Event(), idle_exit_after=5.0)
     assert consumer.pauses >= 1 and consumer.resumes >= 1
     assert consumer.polls_while_paused >= 20  # heartbeats go on while paused
+    # The watchdog hears the loop while it waits paused, too: never a second without a beat.
+    assert len(beats) >= consumer.polls_while_paused
+    assert max(b - a for a, b in zip(beats, beats[1:], strict=False)) <= 1.0
     assert sum(published) == 30 and consumer.commits[-1] == [(0, 30)]
 
 
