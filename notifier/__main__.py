@@ -37,7 +37,7 @@ def main() -> None:
         signal.signal(sig, lambda *_: stop.set())
     if settings.notifier_metrics_port:
         start_http_server(settings.notifier_metrics_port, addr=settings.metrics_address)
-    notifier = build_notifier(settings, **{"stats_cb": record_lag, "statistics.interval.ms": 2000})
+    notifier = build_notifier(settings, **{"stats_cb": record_lag, "statistics.interval.ms": 5000})
     watchdog = LoopWatchdog("notifier", settings.consumer_stall_seconds)
     notifier.beat = watchdog.beat
     watchdog.start()

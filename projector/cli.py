@@ -70,7 +70,7 @@ def consume(settings: Settings) -> None:
         signal.signal(sig, lambda *_: stop.set())
     if settings.projector_metrics_port:
         start_http_server(settings.projector_metrics_port, addr=settings.metrics_address)
-    projector = build_projector(settings, **{"stats_cb": record_lag, "statistics.interval.ms": 2000})
+    projector = build_projector(settings, **{"stats_cb": record_lag, "statistics.interval.ms": 5000})
     watchdog = LoopWatchdog("projector", settings.consumer_stall_seconds)
     projector.beat = watchdog.beat
     watchdog.start()
