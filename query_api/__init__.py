@@ -8,7 +8,7 @@ from flask import Flask
 
 from query_api.extensions import db, jwt, migrate
 from settings import ROOT, Settings, load_settings
-from web.app_setup import ENGINE_OPTIONS, install_web_conventions
+from web.app_setup import ENGINE_OPTIONS, READ_ENGINE_OPTIONS, install_web_conventions
 from web.jwt_setup import READ_API, jwt_config
 from web.observability import install_observability
 
@@ -19,7 +19,7 @@ def create_app(settings: Settings | None = None, config: dict[str, Any] | None =
     app = Flask(__name__)
     app.config.update(
         SQLALCHEMY_DATABASE_URI=settings.query_database_url,
-        SQLALCHEMY_ENGINE_OPTIONS=ENGINE_OPTIONS,
+        SQLALCHEMY_ENGINE_OPTIONS=READ_ENGINE_OPTIONS,
         # Verifies tokens with the public key only: the private key file is never opened.
         **jwt_config(settings, signing=False, audience=READ_API),
         CONSISTENCY_WAIT_SECONDS=settings.consistency_wait_seconds,
@@ -44,4 +44,9 @@ def create_migration_app(settings: Settings | None = None) -> Flask:
     ``flask --app 'query_api:create_migration_app()' db upgrade``: the role the read API
     serves with may only SELECT, so it cannot create or alter tables."""
     settings = settings or load_settings()
-    return create_app(settings, {"SQLALCHEMY_DATABASE_URI": settings.projection_database_url})
+    # Transactional DDL: a migration that fails half-way leaves nothing behind (no autocommit).
+    owner = {
+        "SQLALCHEMY_DATABASE_URI": settings.projection_database_url,
+        "SQLALCHEMY_ENGINE_OPTIONS": ENGINE_OPTIONS,
+    }
+    return create_app(settings, owner)

@@ -6,6 +6,7 @@ event it must see with ``X-Consistency-Token`` (read-your-writes).
 
 from __future__ import annotations
 
+import logging
 import re
 import uuid
 from collections.abc import Callable
@@ -17,6 +18,7 @@ from flask import Blueprint, jsonify, request
 from flask.typing import ResponseReturnValue
 from flask_jwt_extended import jwt_required
 from sqlalchemy import select, tuple_
+from sqlalchemy.exc import DBAPIError
 
 from query_api.access import caller_id, require_admin, require_self_or_admin
 from query_api.consistency import HEADER as CONSISTENCY_HEADER
@@ -29,6 +31,7 @@ from read_model.timeline import AccountState, account_from_timeline
 from web.openapi import ApiDocument
 from web.problems import Problem
 
+log = logging.getLogger(__name__)
 bp = Blueprint("query", __name__)
 api = ApiDocument(
     "query_api",
@@ -86,7 +89,16 @@ def data_endpoint(view: Callable[..., ResponseReturnValue]) -> Callable[..., Res
     @wraps(view)
     @jwt_required()
     def guarded(*args: Any, **kwargs: Any) -> ResponseReturnValue:
-        return view(*args, **kwargs)
+        try:
+            return view(*args, **kwargs)
+        except DBAPIError as exc:
+            if not exc.connection_invalidated:
+                raise
+            # The server dropped the pooled connection (a restart, a terminated backend); the
+            # pool has let go of all it held. A read changes nothing: run it once more.
+            log.info("read retried on a fresh connection: %s", type(exc.orig).__name__)
+            db.session.rollback()
+            return view(*args, **kwargs)
 
     return guarded
 
@@ -327,6 +339,8 @@ def my_sessions() -> ResponseReturnValue:
 @data_endpoint
 def export_me() -> ResponseReturnValue:
     read_your_writes()
+    # One snapshot for the whole document (the engine runs reads in autocommit).
+    db.session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
     user = _find_user(caller_id())
     every = db.session.execute
     sessions = every(

@@ -22,6 +22,12 @@ ENGINE_OPTIONS = {
     "max_overflow": 10,
     "connect_args": {"connect_timeout": 3},
 }
+# The read API: each read is one statement (an export asks for one snapshot itself), so the
+# BEGIN and ROLLBACK PostgreSQL round trips around it are waste in autocommit, and so is the
+# pre-ping before each checkout: together they were most of a read's time. A read that meets
+# a connection the server dropped is run again once on a fresh one (query_api.routes), since
+# the pool discards every connection it held as soon as one is found dead.
+READ_ENGINE_OPTIONS = {**ENGINE_OPTIONS, "pool_pre_ping": False, "isolation_level": "AUTOCOMMIT"}
 
 
 def install_web_conventions(

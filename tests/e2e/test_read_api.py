@@ -224,3 +224,23 @@ def test_wait_until_is_not_needed_by_clients_but_projection_still_converges(syst
 
 def test_a_nul_byte_in_a_filter_is_refused_not_a_500(system, admin):
     assert system.query("/users?email=a%00b@example.com", admin.token).status_code == 422
+
+
+def test_reads_survive_the_server_dropping_every_pooled_connection(system, alice):
+    """The read API runs without a pre-ping: a read that meets a dropped connection is run
+    again on a fresh one, so clients see no error (and no 503) after a backend restart."""
+    from sqlalchemy.engine import make_url
+
+    from tests.support.environment import TEST_SETTINGS
+    from tests.support.faults import query_database_name, superuser_sql
+
+    for _ in range(8):  # connections into every worker's pool
+        assert system.query("/users/me", alice.token, headers=consistent(alice)).status_code == 200
+    reader = make_url(TEST_SETTINGS.query_database_url).username
+    killed = superuser_sql(
+        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+        f" WHERE datname = '{query_database_name()}' AND usename = '{reader}' AND pid <> pg_backend_pid()"
+    )
+    assert int(killed) >= 1
+    answers = [system.query("/users/me", alice.token).status_code for _ in range(16)]
+    assert answers == [200] * 16
