@@ -273,6 +273,10 @@ class SqlUnitOfWork:
         no personal field is ever stored in clear."""
         if not personal_fields(event.type):
             return None
+        if event.type == "UserRegistered":
+            # A new user id has no key: make one without asking the database first (a round
+            # trip, and an early flush of the user row, on every registration).
+            return self.keys.clear.get(event.user_id) or self.keys.create(event.user_id)
         return self.keys.of(event.user_id) or self.keys.create(event.user_id)
 
     def rollback(self) -> None:

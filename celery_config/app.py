@@ -19,7 +19,13 @@ RELAY_TASK = "outbox.relay"
 PURGE_TASK = "outbox.purge"
 PROJECT_TASK = "projections.apply_events"
 NOTIFY_TASK = "notifications.send_mail"
-TASK_MODULES = ["outbox_relay.tasks", "projector.projection.tasks", "notifier.tasks"]
+# The task code of each queue: a worker loads only its own queue's (see celery_config.worker).
+QUEUE_TASK_MODULES = {
+    "outbox": ("outbox_relay.tasks",),
+    "projections": ("projector.projection.tasks",),
+    "notifications": ("notifier.tasks",),
+}
+TASK_MODULES = [module for modules in QUEUE_TASK_MODULES.values() for module in modules]
 
 
 class ServiceCelery(Celery):
@@ -34,8 +40,12 @@ def _queue(name: str) -> Queue:
     return Queue(name, Exchange(name), routing_key=name, durable=True)
 
 
-def make_celery(settings: Settings, *, include_tasks: bool = False) -> ServiceCelery:
-    app = ServiceCelery(settings, include=TASK_MODULES if include_tasks else [])
+def make_celery(
+    settings: Settings, *, include_tasks: bool = False, task_modules: tuple[str, ...] = ()
+) -> ServiceCelery:
+    """The app; with ``include_tasks`` every task module, else only ``task_modules`` (loaded
+    when a worker starts)."""
+    app = ServiceCelery(settings, include=TASK_MODULES if include_tasks else list(task_modules))
     app.conf.update(
         broker_url=settings.broker_url,
         broker_connection_retry_on_startup=True,
