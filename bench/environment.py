@@ -7,6 +7,7 @@ processes the benchmark starts (the Procfile's variables too). Nothing here runs
 from __future__ import annotations
 
 import os
+import random
 import socket
 import uuid
 from pathlib import Path
@@ -33,12 +34,15 @@ BENCH_ENV: dict[str, str] = {
     "KAFKA_TOPIC": "user-events-bench",
     "PROJECTOR_GROUP_ID": "query-projector-bench",
     # Ports: these unless taken (or BENCH_<NAME> says otherwise), else a free one; see apply().
-    "AUTH_API_PORT": "38088",
-    "QUERY_API_PORT": "38089",
-    "FLOWER_PORT": "38555",
-    "PROJECTOR_METRICS_PORT": "39108",
-    "RELAY_METRICS_PORT": "39109",
-    "PROJECTION_METRICS_PORT": "39110",
+    # Below Linux's ephemeral range (32768-60999): an outgoing connection can hold a port in
+    # that range as its own local port, and a server then fails to bind it (a CI run lost the
+    # erasure benchmark's auth_api that way).
+    "AUTH_API_PORT": "28088",
+    "QUERY_API_PORT": "28089",
+    "FLOWER_PORT": "28555",
+    "PROJECTOR_METRICS_PORT": "29108",
+    "RELAY_METRICS_PORT": "29109",
+    "PROJECTION_METRICS_PORT": "29110",
     # The Procfile's node names and beat schedule: never the ones of `make run` or the tests.
     "RELAY_NODE": "relay-bench",
     "PROJECTION_NODE": "projections-bench",
@@ -104,9 +108,17 @@ def _port_taken(port: int) -> bool:
 
 
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A port nothing is bound to, below the ephemeral range (see the defaults above): a port
+    the kernel hands out (bind to 0) may be taken as a client's local port before the server
+    that is given it binds."""
+    for port in random.sample(range(20000, 32000), 200):
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port in 20000-31999")
 
 
 def choose_ports(env: dict[str, str]) -> dict[str, str]:

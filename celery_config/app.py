@@ -17,6 +17,8 @@ PROJECTIONS_QUEUE = "projections"
 NOTIFICATIONS_QUEUE = "notifications"
 RELAY_TASK = "outbox.relay"
 PURGE_TASK = "outbox.purge"
+# How long a hand-over publish may wait for the socket and for RabbitMQ's confirm.
+PUBLISH_TIMEOUT_SECONDS = 10.0
 PROJECT_TASK = "projections.apply_events"
 NOTIFY_TASK = "notifications.send_mail"
 # The task code of each queue: a worker loads only its own queue's (see celery_config.worker).

@@ -18,7 +18,7 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
-from celery_config.app import NOTIFICATIONS_QUEUE, NOTIFY_TASK, make_celery
+from celery_config.app import NOTIFICATIONS_QUEUE, NOTIFY_TASK, PUBLISH_TIMEOUT_SECONDS, make_celery
 from event_contract import Delivery, next_offsets
 from notifier.metrics import EVENTS_HANDED_OVER
 from notifier.payload import batch_repr
@@ -188,6 +188,11 @@ def celery_publisher(settings: Settings) -> tuple[Publish, QueueDepth]:
             argsrepr=batch_repr(deliveries),
             retry=True,
             retry_policy={"max_retries": 2, "interval_start": 0.2, "interval_step": 0.5, "interval_max": 1},
+            # py-amqp waits for the broker's confirm without end by default: a broker that
+            # blocks publishers (a memory or disk alarm) would stall the loop until the
+            # watchdog restarts it, again and again. Bounded, it is a failed publish to retry.
+            timeout=PUBLISH_TIMEOUT_SECONDS,
+            confirm_timeout=PUBLISH_TIMEOUT_SECONDS,
         )
 
     def queue_depth() -> int | None:

@@ -17,7 +17,7 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
-from celery_config.app import PROJECT_TASK, PROJECTIONS_QUEUE, make_celery
+from celery_config.app import PROJECT_TASK, PROJECTIONS_QUEUE, PUBLISH_TIMEOUT_SECONDS, make_celery
 from event_contract import Delivery, next_offsets
 from observability.metrics import EVENTS_HANDED_OVER
 from settings import Settings
@@ -158,6 +158,7 @@ class Projector:
         if not (self._paused or self._handed_over_since_check):
             # Idle: nothing went into the queue, so it cannot have grown past the bound; asking
             # RabbitMQ once a second (a connection each time) was most of an idle projector's CPU.
+            # (Several projectors may so each put one batch past the bound before they look.)
             return False
         self._next_depth_check = now + DEPTH_CHECK_SECONDS
         self._handed_over_since_check = False
@@ -235,6 +236,11 @@ def celery_publisher(settings: Settings, queue: str = PROJECTIONS_QUEUE) -> tupl
             headers={"request_ids": request_ids[:100]},
             retry=True,
             retry_policy={"max_retries": 2, "interval_start": 0.2, "interval_step": 0.5, "interval_max": 1},
+            # py-amqp waits for the broker's confirm without end by default: a broker that
+            # blocks publishers (a memory or disk alarm) would stall the loop until the
+            # watchdog restarts it, again and again. Bounded, it is a failed publish to retry.
+            timeout=PUBLISH_TIMEOUT_SECONDS,
+            confirm_timeout=PUBLISH_TIMEOUT_SECONDS,
         )
 
     def queue_depth() -> int | None:

@@ -22,12 +22,24 @@ ENGINE_OPTIONS = {
     "max_overflow": 10,
     "connect_args": {"connect_timeout": 3},
 }
-# The read API: each read is one statement (an export asks for one snapshot itself), so the
-# BEGIN and ROLLBACK PostgreSQL round trips around it are waste in autocommit, and so is the
-# pre-ping before each checkout: together they were most of a read's time. A read that meets
-# a connection the server dropped is run again once on a fresh one (query_api.routes), since
-# the pool discards every connection it held as soon as one is found dead.
-READ_ENGINE_OPTIONS = {**ENGINE_OPTIONS, "pool_pre_ping": False, "isolation_level": "AUTOCOMMIT"}
+# The read API in autocommit: under READ COMMITTED every statement took its own snapshot
+# anyway, so the BEGIN and ROLLBACK round trips around a read bought nothing (an export asks
+# for one REPEATABLE READ snapshot itself); nor a pre-ping before each checkout. Together they
+# were most of a read's time. A read that meets a connection the server dropped runs again
+# once on a fresh one (query_api.routes), since the pool then discards all it held; TCP
+# keepalives make a connection whose peer vanished fail instead of hanging a request.
+READ_ENGINE_OPTIONS = {
+    **ENGINE_OPTIONS,
+    "pool_pre_ping": False,
+    "isolation_level": "AUTOCOMMIT",
+    "connect_args": {
+        "connect_timeout": 3,
+        "keepalives": 1,
+        "keepalives_idle": 5,
+        "keepalives_interval": 2,
+        "keepalives_count": 3,
+    },
+}
 
 
 def install_web_conventions(

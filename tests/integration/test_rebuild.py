@@ -52,10 +52,13 @@ def test_the_swap_waits_for_a_projection_transaction_that_spans_it(settings):
     transaction that queues behind the swap writes to the new schema: the catch-up then
     applies each event exactly once (no login counted twice)."""
     from query_api import create_app
+    from web.app_setup import ENGINE_OPTIONS
 
-    with scratch_database(
-        settings.projection_database_url, lambda config: create_app(settings, config), "swap"
-    ) as app:
+    def owner_app(config: dict) -> object:
+        # Migrated as the owner, in transactions (the read API's own engine runs in autocommit).
+        return create_app(settings, {**config, "SQLALCHEMY_ENGINE_OPTIONS": ENGINE_OPTIONS})
+
+    with scratch_database(settings.projection_database_url, owner_app, "swap") as app:
         engine = create_engine(app.config["SQLALCHEMY_DATABASE_URI"])
         try:
             rebuild._create_next_schema(engine)
