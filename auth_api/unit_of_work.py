@@ -251,16 +251,21 @@ class SqlUnitOfWork:
     def commit(self, headers: dict[str, str] | None = None) -> list[Event]:
         """Commit the tracked users with their events in the outbox; return the events."""
         events = [event for user in self.users.seen.values() for event in user.events]
-        for event in events:
-            self.session.add(
-                OutboxMessage(
-                    event_id=event.id,
-                    user_id=event.user_id,
-                    event_type=event.type,
-                    payload=serialize_event(event, self._key(event)),
-                    headers=headers or {},
-                )
-            )
+        rows = [
+            {
+                "event_id": event.id,
+                "user_id": event.user_id,
+                "event_type": event.type,
+                "payload": serialize_event(event, self._key(event)),  # may add the user's new key
+                "headers": headers or {},
+            }
+            for event in events
+        ]
+        self.session.flush()  # the state (a unique email refused here), new data keys
+        if rows:
+            # One multi-row INSERT, in event order (the relay publishes by id): outbox rows are
+            # never read back here, so the ORM's unit of work for them was pure overhead.
+            self.session.execute(insert(OutboxMessage.__table__), rows)
         self.session.commit()
         for user in self.users.seen.values():
             user.events.clear()
