@@ -38,9 +38,7 @@ def install_jwt_problems(jwt: JWTManager) -> None:
 
     @jwt.token_verification_loader
     def _complete(_header: dict[str, Any], payload: dict[str, Any]) -> bool:
-        # PyJWT checks exp/aud/iss only when present, and flask-jwt-extended fills a missing
-        # jti with None: a token without them is refused here.
-        return all(payload.get(claim) is not None for claim in REQUIRED_CLAIMS)
+        return has_required_claims(payload)
 
     @jwt.token_verification_failed_loader
     def _failed(_header: dict[str, Any], _payload: dict[str, Any]) -> Response:
@@ -53,6 +51,12 @@ WRITE_API = "auth_api"
 READ_API = "query_api"
 ACCESS_AUDIENCE = [WRITE_API, READ_API]
 REQUIRED_CLAIMS = ("exp", "iat", "jti", "sub", "type", "aud", "iss")
+
+
+def has_required_claims(payload: dict[str, Any]) -> bool:
+    # PyJWT checks exp/aud/iss only when present, and flask-jwt-extended fills a missing jti
+    # with None: a token without them is refused.
+    return all(payload.get(claim) is not None for claim in REQUIRED_CLAIMS)
 
 
 def jwt_config(settings: Settings, *, signing: bool, audience: str) -> dict[str, Any]:

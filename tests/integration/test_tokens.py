@@ -97,7 +97,9 @@ def test_a_well_formed_access_token_is_accepted(read):
         pytest.param(lambda app: _signed(_claims(aud="auth_api")), id="audience of the write API only"),
         pytest.param(lambda app: _signed(_claims(aud=None)), id="no aud"),
         pytest.param(lambda app: _signed(_claims(type="refresh", aud="auth_api")), id="a refresh token"),
+        pytest.param(lambda app: _signed(_claims(type="refresh")), id="a refresh token for both APIs"),
         pytest.param(lambda app: _signed(_claims(jti=None)), id="no jti"),
+        pytest.param(lambda app: _signed(_claims(sub=None)), id="no sub"),
         pytest.param(lambda app: mint(str(uuid.uuid4()), ["user"]) + "A", id="a broken signature"),
     ],
 )
@@ -105,6 +107,30 @@ def test_the_read_api_refuses_every_forged_or_foreign_token(read, query_app, for
     response = read.get("/users/me", headers=_bearer(forge(query_app)))
     assert response.status_code == 401, response.get_data(as_text=True)
     assert response.mimetype == "application/problem+json"
+
+
+@pytest.mark.parametrize(
+    "authorization",
+    [
+        pytest.param("Bearer {token} extra", id="a third part"),
+        pytest.param("Bearer {token}, Bearer {token}", id="two bearer tokens"),
+        pytest.param("bearer {token}", id="lower-case scheme"),
+        pytest.param("Token {token}", id="another scheme"),
+        pytest.param(" , ", id="only a separator"),
+    ],
+)
+def test_the_read_api_refuses_a_malformed_authorization_field(read, authorization):
+    token = _signed(_claims())
+    response = read.get("/users/me", headers={"Authorization": authorization.format(token=token)})
+    assert response.status_code == 401, response.get_data(as_text=True)
+    assert response.mimetype == "application/problem+json"
+    assert response.headers["WWW-Authenticate"] == "Bearer"
+
+
+def test_the_bearer_field_may_follow_other_credentials(read):
+    # As flask-jwt-extended reads the field: the one "Bearer <JWT>" among comma-separated ones.
+    field = f"Basic dXNlcjpwYXNz, Bearer {_signed(_claims())}"
+    assert read.get("/users/me", headers={"Authorization": field}).status_code == 404
 
 
 def _login(write, email: str) -> dict:
