@@ -17,13 +17,13 @@ from settings import load_settings
 def _auth_app() -> Flask:
     from auth_api import create_app
 
-    return create_app(_settings())
+    return create_app(_settings(), migrations=False)
 
 
 def _query_app() -> Flask:
     from query_api import create_app
 
-    return create_app(_settings())
+    return create_app(_settings(), migrations=False)
 
 
 def _settings() -> Any:

@@ -6,14 +6,16 @@ from typing import Any
 
 from flask import Flask
 
-from auth_api.extensions import db, jwt, migrate
+from auth_api.extensions import db, jwt
 from settings import ROOT, Settings, load_settings
 from web.app_setup import ENGINE_OPTIONS, install_web_conventions
 from web.jwt_setup import WRITE_API, jwt_config
 from web.observability import database_ready, install_observability
 
 
-def create_app(settings: Settings | None = None, config: dict[str, Any] | None = None) -> Flask:
+def create_app(
+    settings: Settings | None = None, config: dict[str, Any] | None = None, *, migrations: bool = True
+) -> Flask:
     """The write API. Without settings (``flask --app auth_api``), they are read from the environment."""
     settings = settings or load_settings()
     app = Flask(__name__)
@@ -25,7 +27,9 @@ def create_app(settings: Settings | None = None, config: dict[str, Any] | None =
     )
     app.config.update(config or {})
 
-    install_web_conventions(app, settings, db, migrate, jwt, migrations=ROOT / "migrations" / "auth")
+    install_web_conventions(
+        app, settings, db, jwt, migrations=ROOT / "migrations" / "auth" if migrations else None
+    )
 
     from auth_api import models  # noqa: F401  (tables known to Flask-Migrate)
     from auth_api.bootstrap import build_write_side

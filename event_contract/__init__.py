@@ -6,18 +6,37 @@ is ``subject`` on the wire and ``user_id`` in code. New fields are added only as
 ones (parsers ignore what they do not know); a breaking change is a new type.
 """
 
+from typing import TYPE_CHECKING
+
 from event_contract.delivery import Delivery, KafkaRecord, next_offsets
-from event_contract.envelope import (
-    CONTENT_TYPE,
-    EVENT_TYPES,
-    SESSION_END_REASONS,
-    SPEC_VERSION,
-    Event,
-    InvalidEvent,
-    new_event,
-    parse_event,
-    serialize_event,
-)
+
+# The envelope (pydantic, cryptography) loads on first use: the consumers' hand-off only
+# moves raw records (Delivery) and never parses one.
+_ENVELOPE = {
+    "CONTENT_TYPE", "EVENT_TYPES", "SESSION_END_REASONS", "SPEC_VERSION", "Event",
+    "InvalidEvent", "new_event", "parse_event", "serialize_event",
+}
+if TYPE_CHECKING:
+    from event_contract.envelope import (
+        CONTENT_TYPE,
+        EVENT_TYPES,
+        SESSION_END_REASONS,
+        SPEC_VERSION,
+        Event,
+        InvalidEvent,
+        new_event,
+        parse_event,
+        serialize_event,
+    )
+
+
+def __getattr__(name: str) -> object:
+    if name in _ENVELOPE:
+        from event_contract import envelope
+
+        return getattr(envelope, name)
+    raise AttributeError(f"module 'event_contract' has no attribute {name!r}")
+
 
 __all__ = [
     "CONTENT_TYPE",

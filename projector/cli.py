@@ -13,24 +13,23 @@ import logging
 import signal
 import threading
 import time
+from typing import TYPE_CHECKING
 
 import click
-from sqlalchemy import Engine, create_engine, func, select, update
 
-from celery_config.engines import worker_engine
-from event_contract import Delivery
-from event_contract.keystore import batch_keys
 from observability.logs import configure_logging
 from observability.watchdog import LoopWatchdog
-from projector.projection.apply import apply_one_by_one
-from projector.projection.dead_letters import dead_letters
-from read_model import DeadLetter
 from settings import Settings, load_settings
+
+if TYPE_CHECKING:  # the operator commands' imports: the consumer loop needs none of them
+    from sqlalchemy import Engine
 
 log = logging.getLogger("projector")
 
 
 def _query_engine(settings: Settings) -> Engine:
+    from sqlalchemy import create_engine
+
     # query_db's owner role: the rebuild creates and renames schemas.
     url = settings.projection_database_url
     return create_engine(url, pool_pre_ping=True, connect_args={"connect_timeout": 3})
@@ -123,6 +122,10 @@ def dead_letters_group() -> None:
 @click.option("--all", "show_all", is_flag=True, help="Include resolved dead letters.")
 @click.pass_obj
 def list_dead_letters(settings: Settings, show_all: bool) -> None:
+    from sqlalchemy import select
+
+    from read_model import DeadLetter
+
     query = select(DeadLetter).order_by(DeadLetter.id)
     if not show_all:
         query = query.where(DeadLetter.resolved_at.is_(None))
@@ -143,6 +146,15 @@ def list_dead_letters(settings: Settings, show_all: bool) -> None:
 @click.pass_obj
 def replay_dead_letters(settings: Settings, ids: tuple[int, ...], replay_all: bool) -> None:
     """Apply dead letters again (after a fix); resolved ones are marked as such."""
+    from sqlalchemy import func, select, update
+
+    from celery_config.engines import worker_engine
+    from event_contract import Delivery
+    from event_contract.keystore import batch_keys
+    from projector.projection.apply import apply_one_by_one
+    from projector.projection.dead_letters import dead_letters
+    from read_model import DeadLetter
+
     if not ids and not replay_all:
         raise click.UsageError("name dead letter ids, or pass --all")
     query = select(DeadLetter).where(DeadLetter.resolved_at.is_(None)).order_by(DeadLetter.id)

@@ -6,14 +6,16 @@ from typing import Any
 
 from flask import Flask
 
-from query_api.extensions import db, jwt, migrate
+from query_api.extensions import db, jwt
 from settings import ROOT, Settings, load_settings
 from web.app_setup import ENGINE_OPTIONS, READ_ENGINE_OPTIONS, install_web_conventions
 from web.jwt_setup import READ_API, jwt_config
 from web.observability import install_observability
 
 
-def create_app(settings: Settings | None = None, config: dict[str, Any] | None = None) -> Flask:
+def create_app(
+    settings: Settings | None = None, config: dict[str, Any] | None = None, *, migrations: bool = True
+) -> Flask:
     """The read API. Without settings (``flask --app query_api``), they are read from the environment."""
     settings = settings or load_settings()
     app = Flask(__name__)
@@ -27,7 +29,9 @@ def create_app(settings: Settings | None = None, config: dict[str, Any] | None =
     )
     app.config.update(config or {})
 
-    install_web_conventions(app, settings, db, migrate, jwt, migrations=ROOT / "migrations" / "query")
+    install_web_conventions(
+        app, settings, db, jwt, migrations=ROOT / "migrations" / "query" if migrations else None
+    )
 
     from query_api.routes import api, bp
     from query_api.telemetry import projection_readiness, read_side_collectors

@@ -1,6 +1,5 @@
 """Extension singletons of the read side, bound to an app in ``create_app``."""
 
-from flask_migrate import Migrate
 from flask_sqlalchemy import SQLAlchemy
 
 from read_model import Base
@@ -8,5 +7,4 @@ from web.jwt_setup import VerifiedTokenCache
 
 # The tables belong to ``read_model``; Flask-SQLAlchemy only lends its session and engine.
 db = SQLAlchemy(metadata=Base.metadata)
-migrate = Migrate()
 jwt = VerifiedTokenCache()  # the same client token, verified once per process

@@ -6,7 +6,6 @@ from pathlib import Path
 
 from flask import Flask, Response
 from flask_jwt_extended import JWTManager
-from flask_migrate import Migrate
 from flask_sqlalchemy import SQLAlchemy
 
 from settings import Settings
@@ -43,11 +42,14 @@ READ_ENGINE_OPTIONS = {
 
 
 def install_web_conventions(
-    app: Flask, settings: Settings, db: SQLAlchemy, migrate: Migrate, jwt: JWTManager, *, migrations: Path
+    app: Flask, settings: Settings, db: SQLAlchemy, jwt: JWTManager, *, migrations: Path | None
 ) -> None:
     """Bind the app's extensions and install what both APIs do alike."""
     db.init_app(app)
-    migrate.init_app(app, db, directory=str(migrations))
+    if migrations is not None:  # `flask db ...` only: alembic and mako stay out of served apps
+        from flask_migrate import Migrate
+
+        Migrate(app, db, directory=str(migrations))
     jwt.init_app(app)
     install_jwt_problems(jwt)
     if app.config.get("MAX_CONTENT_LENGTH") is None:  # Flask's default is None: unbounded
