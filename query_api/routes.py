@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from functools import wraps
 from typing import Any
 
-from flask import Blueprint, jsonify, request
+from flask import Blueprint, Response, jsonify, request
 from flask.typing import ResponseReturnValue
 from sqlalchemy import Row, bindparam, select, tuple_
 from sqlalchemy.exc import DBAPIError
@@ -185,14 +185,14 @@ def _one_user(user_id: uuid.UUID) -> ResponseReturnValue:
     as_of = _as_of()  # refused before any wait
     read_your_writes()
     if as_of is None:
-        return jsonify(user_json(_find_user(user_id)))
+        return _user_response(_find_user(user_id))
     entries = db.session.execute(
         select(TimelineEntry).where(TimelineEntry.user_id == user_id, TimelineEntry.occurred_at <= as_of)
     ).scalars()
     account = account_from_timeline(user_id, entries)
     if account is None:
         raise Problem(404, "Not Found", "No such user at that time.")
-    return jsonify(user_json(account))
+    return _user_response(account)
 
 
 def _as_of() -> datetime | None:
@@ -382,6 +382,16 @@ def export_me() -> ResponseReturnValue:
 
 
 def user_json(user: UserView | AccountState | Row[Any]) -> dict[str, Any]:
+    return _user_out(user).model_dump(mode="json")
+
+
+def _user_response(user: AccountState | Row[Any]) -> Response:
+    # pydantic writes the JSON itself: the same document as jsonify(user_json(...)) without
+    # building the dict and encoding it again.
+    return Response(_user_out(user).model_dump_json() + "\n", mimetype="application/json")
+
+
+def _user_out(user: UserView | AccountState | Row[Any]) -> UserOut:
     return UserOut(
         id=str(user.id),
         email=user.email,
@@ -393,7 +403,7 @@ def user_json(user: UserView | AccountState | Row[Any]) -> dict[str, Any]:
         login_count=user.login_count,
         failed_login_count=user.failed_login_count,
         version=user.version,
-    ).model_dump(mode="json")
+    )
 
 
 def login_json(entry: LoginHistoryEntry) -> dict[str, Any]:

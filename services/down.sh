@@ -10,11 +10,28 @@ for svc in kafka rabbitmq postgres redis mailcatcher; do
     bash "$SERVICES_DIR/$svc.sh" stop &
     pids+=($!)
 done
-# The cluster profile's brokers and the read replica, if up.sh started them.
-bash "$SERVICES_DIR/kafka.sh" cluster-stop &
-pids+=($!)
-bash "$SERVICES_DIR/postgres.sh" replica-stop &
-pids+=($!)
+# The cluster profile's brokers and read replicas: up.sh's, and those `make test-cluster` left up
+# on its own ports. Their PID files name the port (kafka-cluster-<port>-<node>, postgres-replica-<port>).
+cluster_ports=("${KAFKA_CLUSTER_PORT:-9192}")
+replica_ports=("${PG_REPLICA_PORT:-5433}")
+shopt -s nullglob
+for f in "$RUN_DIR"/kafka-cluster-*-*.pid; do
+    port="${f##*/kafka-cluster-}"
+    cluster_ports+=("${port%-*}")
+done
+for f in "$RUN_DIR"/postgres-replica-*.pid; do
+    port="${f##*/postgres-replica-}"
+    replica_ports+=("${port%.pid}")
+done
+shopt -u nullglob
+for port in $(printf '%s\n' "${cluster_ports[@]}" | sort -u); do
+    KAFKA_CLUSTER_PORT="$port" bash "$SERVICES_DIR/kafka.sh" cluster-stop &
+    pids+=($!)
+done
+for port in $(printf '%s\n' "${replica_ports[@]}" | sort -u); do
+    PG_REPLICA_PORT="$port" bash "$SERVICES_DIR/postgres.sh" replica-stop &
+    pids+=($!)
+done
 rc=0
 for p in "${pids[@]}"; do
     wait "$p" || rc=1
