@@ -16,7 +16,9 @@ from typing import Any
 
 from flask import Blueprint, Response, jsonify, request
 from flask.typing import ResponseReturnValue
+from psycopg2.extras import NamedTupleCursor
 from sqlalchemy import Row, bindparam, select, tuple_
+from sqlalchemy.dialects.postgresql.psycopg2 import dialect as psycopg2_dialect
 from sqlalchemy.exc import DBAPIError
 
 from query_api.access import authenticate, caller_id, require_admin, require_self_or_admin
@@ -476,17 +478,41 @@ def _paged(items: list[dict[str, Any]], next_cursor: str | None) -> ResponseRetu
     return response
 
 
-# The user's row by primary key, in Core: the ORM's get (identity map, instance state, loader
-# compilation) was a third of a read's CPU, and no read changes the object.
+# The user's row by primary key, on a pooled DBAPI connection with the SQL compiled once: the
+# ORM's get (identity map, instance state, loader compilation) was a third of a read's CPU, and
+# Core's execution context around one indexed SELECT still a sixth. No read changes the row.
 _USERS = UserView.__table__
-_USER_BY_ID = select(_USERS).where(_USERS.c.id == bindparam("user_id"))
+_USER_BY_ID_SQL = str(
+    select(_USERS).where(_USERS.c.id == bindparam("user_id")).compile(dialect=psycopg2_dialect())
+)
 
 
-def _find_user(user_id: uuid.UUID) -> Row[Any]:
-    # A pooled connection of its own, not the ORM session's: opening and closing a session
-    # around one autocommit SELECT cost as much as the SELECT.
-    with db.engine.connect() as conn:
-        user = conn.execute(_USER_BY_ID, {"user_id": user_id}).first()
+def _find_user(user_id: uuid.UUID) -> Any:
+    engine = db.engine
+    driver_error = engine.dialect.loaded_dbapi.Error
+    connection = None
+    try:
+        connection = engine.raw_connection()  # a refused connection raises the driver's error too
+        with connection.cursor(cursor_factory=NamedTupleCursor) as cursor:
+            cursor.execute(_USER_BY_ID_SQL, {"user_id": str(user_id)})
+            user = cursor.fetchone()
+    except driver_error as exc:
+        # What Core does with a driver error: a dropped connection is invalidated, and the
+        # pool's other connections (dropped too, after a server restart) are let go, so that
+        # data_endpoint's one retry gets a fresh one; any error reaches the handlers as
+        # SQLAlchemy's (OperationalError: 503).
+        dropped = connection is not None and engine.dialect.is_disconnect(
+            exc, connection.dbapi_connection, None
+        )
+        if dropped:
+            connection.invalidate(exc)  # type: ignore[union-attr]
+            engine.dispose()
+        raise DBAPIError.instance(
+            _USER_BY_ID_SQL, None, exc, driver_error, connection_invalidated=dropped
+        ) from exc
+    finally:
+        if connection is not None:
+            connection.close()
     # Not yet registered on the read side, or erased (a tombstone): nobody.
     if user is None or user.registered_at is None or user.deleted_at is not None:
         raise Problem(404, "Not Found", "No such user.")

@@ -3,6 +3,7 @@ readiness during a database outage, per-user order under concurrent logins."""
 
 from __future__ import annotations
 
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -15,6 +16,7 @@ from tests.support.kafka_tools import read_all
 from tests.support.pipeline import record_document, register_many, wait_pipeline_idle
 from tests.support.read_model import auth_engine, read_user
 from tests.support.system import PASSWORD
+from tests.support.tokens import mint
 from tests.support.waiting import wait_until
 
 
@@ -82,6 +84,13 @@ def test_ready_is_503_while_the_database_is_away_and_200_after(system, api, outa
         for _ in range(8):
             assert _ready(url) == 503
         assert requests.get(f"{url}/health", timeout=15).status_code == 200  # alive, not ready
+        if api == "query":  # a read meets the outage as a 503 problem, never a 500
+            token = mint(str(uuid.uuid4()), ["user"])
+            for _ in range(8):
+                answer = system.query("/users/me", token)
+                assert answer.status_code == 503, answer.text
+                assert answer.headers["Content-Type"] == "application/problem+json"
+                assert answer.headers["Retry-After"]
     finally:
         outage(True)
     wait_until(lambda: all(_ready(url) == 200 for _ in range(8)), timeout=30, what=f"{api} ready again")
