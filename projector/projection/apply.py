@@ -79,8 +79,9 @@ def _user_of(delivery: Delivery) -> uuid.UUID | None:
         return None
 
 
-# One statement object for every batch: executed with a list of rows, it is compiled once
-# (a .values(rows) statement would be compiled anew for each batch size, ~50 ms a batch).
+# One statement object for every batch, executed with a list of rows: a .values(rows) statement
+# would be compiled for each batch size (~50 ms a batch). Still compiled once per batch (about
+# 0.1 ms): SQLAlchemy 2.0 caches no ON CONFLICT statement ("[no key]"); 2.1 does.
 CLAIM = (
     insert(processed_events)
     .on_conflict_do_nothing(index_elements=[processed_events.c.event_id])
