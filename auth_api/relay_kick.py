@@ -16,7 +16,7 @@ log = logging.getLogger(__name__)
 
 class RelayKicker:
     """Sends kicks from one background thread per process. Best effort: beat runs the relay
-    every second anyway.
+    every ``RELAY_INTERVAL_SECONDS`` anyway.
 
     With RabbitMQ down, kombu spends about 6 s on a refused connection before giving up, so a
     kick sent in the request path stalled every command for seconds. Here a command only sets

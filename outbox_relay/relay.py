@@ -29,7 +29,7 @@ import logging
 import os
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from confluent_kafka import KafkaError, Message, Producer
@@ -76,6 +76,14 @@ class RelayResult:
     failed: int = 0  # rows Kafka did not acknowledge; they stay unpublished
     more_pending: bool = False  # stopped on the time budget with rows left
     request_ids: tuple[str, ...] = ()  # correlation ids of what was published (for the log)
+    # Shards skipped because another relay held them (``relay_shards``). That relay may have
+    # read its shard before a commit this run would have seen: the run did not cover it.
+    skipped_shards: int = 0
+
+    @property
+    def covered_everything(self) -> bool:
+        """Every row committed before the run started is published (by this run or before)."""
+        return not (self.locked_out or self.skipped_shards or self.failed or self.more_pending)
 
 
 def kafka_producer(bootstrap: str, delivery_timeout_ms: int, **overrides: Any) -> Producer:
@@ -186,7 +194,7 @@ def relay_shards(
     for k in range(shards):
         left = deadline - time.monotonic()
         if left <= 0:
-            return RelayResult(total.published, total.locked_out, total.failed, True, total.request_ids)
+            return replace(total, more_pending=True)
         result = relay_outbox(
             engine, producer, topic, shard=(first + k) % shards, shards=shards, max_seconds=left, **options
         )
@@ -196,6 +204,7 @@ def relay_shards(
             failed=total.failed + result.failed,
             more_pending=total.more_pending or result.more_pending,
             request_ids=total.request_ids + result.request_ids,
+            skipped_shards=total.skipped_shards + int(result.locked_out),
         )
     return total
 

@@ -1,7 +1,8 @@
 """Celery tasks of the relay (queue ``outbox``): publish the outbox, purge what is published.
 
-Run by beat every second and kicked by name (``outbox.relay``) after each command. A
-worker gets an engine for ``auth_db`` and a Kafka producer, nothing of the write API.
+Run by beat every ``RELAY_INTERVAL_SECONDS`` (5 s while commands kick it, else 1 s) and
+kicked by name (``outbox.relay``) after each command. A worker gets an engine for
+``auth_db`` and a Kafka producer, nothing of the write API.
 """
 
 from __future__ import annotations
@@ -67,10 +68,10 @@ def relay_outbox_task(self: Task, kicked_at: float | None = None) -> dict[str, i
     """One relay run. ``kicked_at`` (a command's kick): when it was sent, after its commits.
 
     A burst of commands sends kicks faster than runs end; they queue up behind the running
-    relay. A kick sent before the start of this process's last complete run (one that held the
-    lock, published every row it read and left none pending) is covered by that run: every
-    commit before the kick was visible to it. Such kicks are acknowledged without a run, so a
-    burst costs about one run per run's duration rather than one per command.
+    relay. A kick sent before the start of this process's last complete run (one that held
+    every shard's lock, published every row it read and left none pending) is covered by that
+    run: every commit before the kick was visible to it. Such kicks are acknowledged without a
+    run, so a burst costs about one run per run's duration rather than one per command.
     """
     settings: Settings = self.app.settings
     last = _last_complete_run.get(os.getpid())
@@ -92,10 +93,10 @@ def relay_outbox_task(self: Task, kicked_at: float | None = None) -> dict[str, i
             lock_timeout_s=settings.relay_lock_timeout_seconds,
         )
     except DBAPIError as exc:
-        # The outbox keeps the rows; beat runs the relay again within a second.
+        # The outbox keeps the rows; the next kick or beat tick runs the relay again.
         log.warning("relay: auth_db unavailable: %s", exc.__class__.__name__)
         return {"published": 0, "failed": 0}
-    if not (result.locked_out or result.failed or result.more_pending):
+    if result.covered_everything:
         _last_complete_run[os.getpid()] = started
     if result.published:
         log.info(

@@ -196,6 +196,7 @@ def test_a_held_shard_holds_back_only_its_own_users(auth_db_app, settings, topic
         producer = kafka_producer(settings.kafka_bootstrap, 10000)
         result = relay_shards(db.engine, producer, topic_name, shards=3, first=1)
         assert result.published == 2 * (len(versions) - len(held)) and not result.locked_out
+        assert result.skipped_shards == 1 and not result.covered_everything
         assert _outbox_counts() == (48, 2 * len(held))
         holder.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": shard_lock_key(1, 3)})
         holder.commit()

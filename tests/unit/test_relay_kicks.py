@@ -57,8 +57,8 @@ def test_kicks_sent_before_a_complete_run_started_are_skipped_later_ones_run(rel
 
 @pytest.mark.parametrize(
     "incomplete",
-    [RelayResult(locked_out=True), RelayResult(failed=1)],
-    ids=["locked-out", "kafka-failed"],
+    [RelayResult(locked_out=True), RelayResult(skipped_shards=1), RelayResult(failed=1)],
+    ids=["locked-out", "a-shard-held-by-another-relay", "kafka-failed"],
 )
 def test_a_run_that_did_not_publish_everything_covers_no_kick(
     relay: FakeRelay, incomplete: RelayResult
