@@ -198,7 +198,6 @@ class SqlUserKeys:
         self.clear.pop(user_id, None)
 
 
-# As text: SQLAlchemy compiles PostgreSQL's ON CONFLICT construct anew on every execution.
 _FAILURES_ROW = text(
     f"INSERT INTO {LoginFailures.__tablename__} (email_key) VALUES (:email_key) ON CONFLICT DO NOTHING"
 )
@@ -269,9 +268,7 @@ class SqlUnitOfWork:
         self.session.flush()  # the state (a unique email refused here), new data keys
         if rows:
             # One multi-row INSERT, in event order (the relay publishes by id): outbox rows are
-            # never read back here, so the ORM's unit of work for them was pure overhead. Core's
-            # insert, not PostgreSQL's: SQLAlchemy caches no compiled form of the latter
-            # ("[no key]"), and compiling it was a tenth of a registration's CPU.
+            # never read back here, so the ORM's unit of work for them was pure overhead.
             self.session.execute(insert(OutboxMessage.__table__), rows)
         self.session.commit()
         for user in self.users.seen.values():

@@ -80,8 +80,8 @@ def _user_of(delivery: Delivery) -> uuid.UUID | None:
 
 
 # One statement object for every batch, executed with a list of rows: a .values(rows) statement
-# would be compiled for each batch size (~50 ms a batch). Still compiled once per batch (about
-# 0.1 ms): SQLAlchemy 2.0 caches no ON CONFLICT statement ("[no key]"); 2.1 does.
+# would be compiled for each batch size (~50 ms a batch). SQLAlchemy 2.1 caches the compiled
+# ON CONFLICT statements (2.0 compiled them on every execution: about 1.3 ms a batch in all).
 CLAIM = (
     insert(processed_events)
     .on_conflict_do_nothing(index_elements=[processed_events.c.event_id])
