@@ -19,7 +19,7 @@ settings = load_settings()
 enable_worker_metrics(settings)  # before the task modules import prometheus_client
 
 from celery_config.app import QUEUE_TASK_MODULES, make_celery  # noqa: E402
-from celery_config.event_loop import RunQueuedCallbacksBeforePolling  # noqa: E402
+from celery_config.event_loop import WakeOnQueuedCallbacks  # noqa: E402
 from observability.logs import configure_logging  # noqa: E402
 
 relay = make_celery(settings, task_modules=QUEUE_TASK_MODULES["outbox"])
@@ -27,7 +27,7 @@ projections = make_celery(settings, task_modules=QUEUE_TASK_MODULES["projections
 notifications = make_celery(settings, task_modules=QUEUE_TASK_MODULES["notifications"])
 app = make_celery(settings, include_tasks=True)
 for _app in (relay, projections, notifications, app):
-    _app.steps["worker"].add(RunQueuedCallbacksBeforePolling)
+    _app.steps["worker"].add(WakeOnQueuedCallbacks)
 
 
 @setup_logging.connect
