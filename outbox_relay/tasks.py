@@ -29,6 +29,10 @@ _last_complete_run: dict[int, float] = {}
 # Kicks come from other processes, maybe other hosts: a kick sent this close before a run's
 # start is not taken as covered by it (clock skew); it runs.
 KICK_CLOCK_MARGIN_S = 0.01
+# A kicked run that met another relay's shard lock runs again after 50, 100, 150 ms (a relay
+# run takes milliseconds); past that, a stalled holder loses its lock and beat runs the relay.
+KICK_RETRIES = 3
+KICK_RETRY_DELAY_S = 0.05
 
 
 def _producer(settings: Settings) -> Producer:
@@ -64,7 +68,9 @@ def relay_kafka_wait_seconds(settings: Settings) -> float:
 
 
 @shared_task(name=RELAY_TASK, bind=True, ignore_result=True)
-def relay_outbox_task(self: Task, kicked_at: float | None = None) -> dict[str, int | bool]:
+def relay_outbox_task(
+    self: Task, kicked_at: float | None = None, attempt: int = 0
+) -> dict[str, int | bool]:
     """One relay run. ``kicked_at`` (a command's kick): when it was sent, after its commits.
 
     A burst of commands sends kicks faster than runs end; they queue up behind the running
@@ -72,6 +78,9 @@ def relay_outbox_task(self: Task, kicked_at: float | None = None) -> dict[str, i
     every shard's lock, published every row it read and left none pending) is covered by that
     run: every commit before the kick was visible to it. Such kicks are acknowledged without a
     run, so a burst costs about one run per run's duration rather than one per command.
+
+    A kicked run that found a shard held by another relay asks again shortly (``attempt``),
+    with the same ``kicked_at``: the holder may have read that shard before the kicked commit.
     """
     settings: Settings = self.app.settings
     last = _last_complete_run.get(os.getpid())
@@ -106,11 +115,23 @@ def relay_outbox_task(self: Task, kicked_at: float | None = None) -> dict[str, i
         )
     if result.more_pending:
         # Keep draining without waiting for the next beat tick.
-        try:
-            self.apply_async(expires=10, retry=False)
-        except Exception as exc:  # beat runs the relay anyway
-            log.warning("relay: follow-up not sent: %s", exc)
+        _follow_up(self)
+    elif kicked_at is not None and (result.locked_out or result.skipped_shards) and attempt < KICK_RETRIES:
+        # The kick's commit may be in a shard another relay had already read: once that relay
+        # is done, run again (a complete run started after the kick makes this one covered).
+        _follow_up(
+            self,
+            kwargs={"kicked_at": kicked_at, "attempt": attempt + 1},
+            countdown=KICK_RETRY_DELAY_S * (attempt + 1),
+        )
     return {"published": result.published, "failed": result.failed, "locked_out": result.locked_out}
+
+
+def _follow_up(task: Task, **options: object) -> None:
+    try:
+        task.apply_async(expires=10, retry=False, **options)
+    except Exception as exc:  # beat runs the relay anyway
+        log.warning("relay: follow-up not sent: %s", exc)
 
 
 @shared_task(name=PURGE_TASK, bind=True, ignore_result=True)

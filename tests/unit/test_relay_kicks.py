@@ -38,10 +38,10 @@ def relay(monkeypatch: pytest.MonkeyPatch) -> FakeRelay:
     return fake
 
 
-def _kick(kicked_at: float | None) -> dict:
+def _kick(kicked_at: float | None, attempt: int = 0) -> dict:
     from celery import current_app
 
-    kwargs = {} if kicked_at is None else {"kicked_at": kicked_at}
+    kwargs = {} if kicked_at is None else {"kicked_at": kicked_at, "attempt": attempt}
     return current_app.tasks[RELAY_TASK].apply(kwargs=kwargs).get()
 
 
@@ -73,3 +73,41 @@ def test_a_run_that_did_not_publish_everything_covers_no_kick(
 def test_the_first_kick_of_a_process_runs(relay: FakeRelay) -> None:
     _kick(time.time() - 60)
     assert relay.runs == 1
+
+
+@pytest.fixture
+def follow_ups(monkeypatch: pytest.MonkeyPatch, relay: FakeRelay) -> list[dict]:
+    from celery import current_app
+
+    sent: list[dict] = []
+    monkeypatch.setattr(current_app.tasks[RELAY_TASK], "apply_async", lambda **options: sent.append(options))
+    return sent
+
+
+@pytest.mark.parametrize(
+    "held", [RelayResult(locked_out=True, skipped_shards=1), RelayResult(published=3, skipped_shards=1)]
+)
+def test_a_kicked_run_that_met_a_held_shard_asks_again_with_the_same_kick(
+    relay: FakeRelay, follow_ups: list[dict], held: RelayResult
+) -> None:
+    kicked_at = time.time()
+    relay.next = held
+    _kick(kicked_at)
+    assert [f["kwargs"] for f in follow_ups] == [{"kicked_at": kicked_at, "attempt": 1}]
+    assert follow_ups[0]["countdown"] == tasks.KICK_RETRY_DELAY_S
+    # Each follow-up that meets the lock again asks once more, up to the bound; then beat.
+    for attempt in range(1, tasks.KICK_RETRIES + 1):
+        current = len(follow_ups)
+        _kick(kicked_at, attempt)
+        assert len(follow_ups) == current + (1 if attempt < tasks.KICK_RETRIES else 0)
+
+
+def test_a_beat_run_or_a_complete_kicked_run_sends_no_follow_up(
+    relay: FakeRelay, follow_ups: list[dict]
+) -> None:
+    relay.next = RelayResult(locked_out=True, skipped_shards=1)
+    _kick(None)  # beat comes again by itself
+    relay.next = RelayResult(published=2)
+    _kick(time.time())
+    assert follow_ups == []
+
