@@ -119,6 +119,14 @@ class Settings:
     # --- tests only: a notification worker holds here ("before-send", "after-send") to be killed ---
     notifier_pause_at: str | None = None
 
+def psycopg2_url(url: str) -> str:
+    """A PostgreSQL URL without a driver, on psycopg2: the services use its features (LISTEN,
+    named-tuple cursors), and SQLAlchemy 2.1 would take psycopg 3, which is not installed."""
+    scheme, separator, rest = url.partition("://")
+    if separator and scheme in ("postgresql", "postgres"):
+        return f"postgresql+psycopg2://{rest}"
+    return url
+
 
 def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     """Read every setting from ``environ`` (default: this process's environment)."""
@@ -150,7 +158,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     def database(variable: str, role: str, name: str, server: str = pg) -> str:
         role = f"{role_prefix}_{role}"
         password = _secret(secrets_dir / "postgres" / role)
-        return text(variable, f"postgresql+psycopg2://{role}:{password}@{server}/{name}")
+        return psycopg2_url(text(variable, f"postgresql+psycopg2://{role}:{password}@{server}/{name}"))
 
     rabbit_user = text("RABBITMQ_USER", "cqrs")
     rabbit_password = _secret(secrets_dir / "rabbitmq" / rabbit_user)
